@@ -1,0 +1,44 @@
+"""Shared fixtures: the tiny random Qwen3-VL, synthetic frames, and ROS contexts isolated per test."""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# DDS never leaves this machine, whatever the caller's environment says.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+_domain_ids = itertools.count(int(os.environ.get("ROS_DOMAIN_ID", "40")) % 90 + 1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    from topreward_ros.core.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def backend(tiny_model_path):
+    from topreward_ros.core.backend import ModelConfig, Qwen3VLBackend
+
+    return Qwen3VLBackend.load(ModelConfig(model=str(tiny_model_path), device="cpu", dtype="float32"))
+
+
+def random_frames(count: int, seed: int = 0, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.fixture
+def ros_context():
+    """An rclpy context on a domain id of its own, shut down after the test."""
+    import rclpy
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=next(_domain_ids))
+    yield context
+    context.try_shutdown()
