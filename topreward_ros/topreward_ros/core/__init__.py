@@ -1,0 +1,1 @@
+"""ROS-free TOPReward core: nothing in this package imports rclpy."""

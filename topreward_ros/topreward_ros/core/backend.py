@@ -1,0 +1,183 @@
+"""Qwen3-VL through transformers: loading, per-pair pixel encoding, and one forward step on a KV cache."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .tiny_model import TINY_MODEL_NAME, TINY_WARNING, tiny_model_dir
+
+DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
+_QWEN3_VL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which checkpoint to load, and where and how to run it."""
+
+    model: str = DEFAULT_MODEL  # hub id or local directory
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    attn_implementation: str = "auto"  # auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | ...
+    trust_remote_code: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in dtypes:
+        raise ModelLoadError(f"unknown dtype {name!r}: use auto, float32, bfloat16 or float16")
+    return dtypes[name]
+
+
+def _attn_implementation(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def _check_local_checkpoint(path: Path) -> None:
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelLoadError(f"model directory {path} has no config.json: not a transformers checkpoint")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{config} is not valid JSON: {exc}") from exc
+    if model_type not in _QWEN3_VL_TYPES:
+        raise ModelLoadError(f"model directory {path} holds a {model_type!r} checkpoint, not Qwen3-VL")
+
+
+class Qwen3VLBackend:
+    """Owns the model and its processor; every tensor it returns lives on `self.device`."""
+
+    def __init__(self, model, processor, name: str) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        vp = processor.video_processor
+        self.patch_size, self.merge_size = vp.patch_size, vp.merge_size
+        if vp.temporal_patch_size != 2:
+            raise ModelLoadError(f"expected temporal_patch_size 2, got {vp.temporal_patch_size}")
+        self.video_token_id = int(model.config.video_token_id)
+
+    @classmethod
+    def load(cls, config: ModelConfig) -> Qwen3VLBackend:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        name = config.model
+        if config.model == TINY_MODEL_NAME:
+            logging.getLogger("topreward").warning(TINY_WARNING)
+            config = replace(config, model=str(tiny_model_dir()))
+        path = Path(config.model).expanduser()
+        if path.exists() or config.model.startswith((".", "/", "~")):
+            if not path.is_dir():
+                raise ModelLoadError(f"model directory {path} does not exist")
+            _check_local_checkpoint(path)
+        kwargs = {"trust_remote_code": config.trust_remote_code}
+        try:
+            processor = AutoProcessor.from_pretrained(str(path) if path.is_dir() else config.model, **kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(
+                str(path) if path.is_dir() else config.model, dtype=dtype,
+                attn_implementation=_attn_implementation(config.attn_implementation, device), **kwargs,
+            )
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"cannot load model {config.model!r}: {first_line}") from exc
+        if model.config.model_type not in _QWEN3_VL_TYPES:
+            raise ModelLoadError(f"{config.model!r} is a {model.config.model_type!r} model, not Qwen3-VL")
+        return cls(model.to(device), processor, name)
+
+    def tokens_per_frame_pair(self, height: int, width: int) -> int:
+        return (height // self.patch_size) * (width // self.patch_size) // self.merge_size**2
+
+    def check_frame_size(self, height: int, width: int) -> None:
+        factor = self.patch_size * self.merge_size
+        if height % factor or width % factor:
+            raise ValueError(f"frame_size ({height}, {width}) must be a multiple of {factor} for this model")
+
+    def encode_pairs(self, frames: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel rows and (n_pairs, 3) grid for an even number of same-size RGB uint8 frames.
+
+        The processor's own resize is off: frames already have their final fixed size, and its
+        resize would shrink them as the video grows.
+        """
+        video = np.stack(frames)
+        out = self.processor.video_processor(
+            videos=[video], do_resize=False, do_sample_frames=False, cap_pixels_per_frame=False, return_tensors="pt",
+        )
+        pixels = out["pixel_values_videos"].to(self.device, self.dtype)
+        t, h, w = (int(v) for v in out["video_grid_thw"][0])
+        grid = torch.tensor([[1, h, w]] * t, device=self.device)
+        return pixels, grid
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int], start: int, cache, pixels: torch.Tensor | None = None,
+                grid: torch.Tensor | None = None, logits_to_keep: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run `ids` on top of `cache`; positions continue from `start`.
+
+        Returns (logits of the last `logits_to_keep` tokens as float32, the chunk's (3, L) positions). Qwen3-VL's
+        3-D positions are an offset plus a term that depends only on the chunk itself, so the chunk's
+        positions are the model's own rope index of the chunk alone, shifted by `start`.
+        """
+        input_ids = torch.tensor([ids], device=self.device)
+        mm_types = (input_ids == self.video_token_id).int() * 2
+        position_ids, _ = self.model.model.get_rope_index(input_ids, mm_types, video_grid_thw=grid)
+        position_ids = position_ids + start
+        out = self.model(
+            input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True,
+            pixel_values_videos=pixels, video_grid_thw=grid, mm_token_type_ids=mm_types,
+            logits_to_keep=logits_to_keep,
+        )
+        return out.logits[0].float(), position_ids[:, 0]
+
+    @torch.inference_mode()
+    def forward_uncached(self, ids: list[int], pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Logits at the second-to-last token of one plain forward pass, positions left to the model."""
+        input_ids = torch.tensor([ids], device=self.device)
+        out = self.model(
+            input_ids=input_ids, pixel_values_videos=pixels, video_grid_thw=grid,
+            mm_token_type_ids=(input_ids == self.video_token_id).int() * 2, use_cache=False,
+        )
+        return out.logits[0, -2].float()
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config.get_text_config())

@@ -1,0 +1,69 @@
+"""The offline curve of one episode: TOPReward values at K prefixes, normalized, with VOC and rewards."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .metrics import dense_rewards, minmax_normalize, value_order_correlation
+from .scorer import StreamingScorer
+
+
+@dataclass
+class Curve:
+    """One episode's scored prefixes; the JSON written by `topreward score --out`."""
+
+    model: str
+    instruction: str
+    sample_fps: float  # rate actually sampled (lower than requested if max_frames halved it)
+    frame_times: list[float]  # [s] since the first frame, every sampled frame
+    prefix_lengths: list[int]  # sampled frames in each scored prefix
+    prefix_times: list[float]  # [s] since the first frame, newest frame of each prefix
+    log_prob_true: list[float]
+    log_prob_false: list[float]
+    p_true: list[float]
+    normalized: list[float]
+    reward: list[float]
+    voc: float
+    tau: float
+    delta_max: float
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["voc"] = None if np.isnan(self.voc) else self.voc  # JSON has no NaN
+        return d
+
+
+def prefix_lengths(num_frames: int, count: int | None = 15) -> list[int]:
+    """`count` prefix lengths spread evenly over the sampled frames, distinct, ending at the full episode.
+
+    None or 0 scores every sampled frame. Prefixes are defined over sampled frames, so no two see the
+    same video (the reference spreads them over raw camera frames, where several can coincide).
+    """
+    if num_frames < 1:
+        raise ValueError("no sampled frames")
+    if not count or count >= num_frames:
+        return list(range(1, num_frames + 1))
+    return sorted({int(round(x)) for x in np.linspace(1, num_frames, count)})
+
+
+def score_curve(scorer: StreamingScorer, lengths: Iterable[int], tau: float = 2.0, delta_max: float = 2.0,
+                on_prefix: Callable[[int], None] | None = None) -> Curve:
+    """Score the given prefixes of the frames already appended to `scorer` (one cached pass)."""
+    scores = []
+    for n in lengths:
+        scores.append(scorer.score(n))
+        if on_prefix is not None:
+            on_prefix(n)
+    raw = [s.log_prob_true for s in scores]
+    normalized = minmax_normalize(raw)
+    schedule = scorer.schedule
+    return Curve(
+        model=scorer.backend.name, instruction=scorer.instruction,
+        sample_fps=1.0 / schedule.interval, frame_times=schedule.relative_times(),
+        prefix_lengths=[s.num_frames for s in scores], prefix_times=[s.elapsed for s in scores],
+        log_prob_true=raw, log_prob_false=[s.log_prob_false for s in scores], p_true=[s.p_true for s in scores],
+        normalized=normalized.tolist(), reward=dense_rewards(normalized, tau, delta_max).tolist(),
+        voc=value_order_correlation(raw), tau=tau, delta_max=delta_max,
+    )

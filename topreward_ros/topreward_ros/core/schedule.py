@@ -1,0 +1,107 @@
+"""Prefix-stable frame sampling: which camera frames the model sees, resized once to a fixed size.
+
+A frame is kept when it is the first one at or after the next point of a fixed time grid
+(t0, t0 + 1/fps, t0 + 2/fps, ...), so the decision depends only on earlier frames and the frames of a
+shorter prefix are exactly the first frames of a longer one. Every kept frame is resized to one size
+that never depends on how many frames there are, which keeps a prefix's KV cache valid forever.
+
+Long episodes: when more than `max_frames` frames would be kept, the grid interval doubles and only
+the first frame of each new grid cell stays. The result is exactly what sampling at the halved rate
+from the start would have kept, the whole episode stays in view, and the scorer rebuilds its cache
+once per halving (amortized constant cost per frame).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Grid tolerance, in grid intervals: 30 fps timestamps like 0.4999999 still land in the 0.5 s cell.
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Sampling rate, fixed frame size and frame cap of the schedule."""
+
+    sample_fps: float = 2.0
+    frame_size: tuple[int, int] = (256, 256)  # (height, width) in pixels
+    max_frames: int = 64
+
+    def __post_init__(self) -> None:
+        if not (self.sample_fps > 0 and math.isfinite(self.sample_fps)):
+            raise ValueError(f"sample_fps must be a positive number, got {self.sample_fps}")
+        if len(self.frame_size) != 2 or min(self.frame_size) < 32:
+            raise ValueError(f"frame_size must be (height, width) of at least 32 pixels, got {self.frame_size}")
+        if self.max_frames < 2:
+            raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 (H, W, 3) at exactly `size` = (height, width)."""
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 frame of shape (H, W, 3), got {frame.dtype} {frame.shape}")
+    height, width = size
+    if frame.shape[:2] == (height, width):
+        return np.ascontiguousarray(frame)
+    shrink = frame.shape[0] > height or frame.shape[1] > width
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+class FrameSchedule:
+    """The sampled frames of one episode, with their capture times."""
+
+    def __init__(self, config: ScheduleConfig = ScheduleConfig()) -> None:
+        self.config = config
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []  # capture times [s], as given
+        self._cells: list[int] = []
+        # Increases whenever kept frames are dropped, so a scorer knows its cache is stale.
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def start_time(self) -> float | None:
+        return self.times[0] if self.times else None
+
+    def relative_times(self) -> list[float]:
+        """Seconds since the episode's first frame, the clock the model's timestamps use."""
+        return [t - self.times[0] for t in self.times]
+
+    def _cell(self, t: float) -> int:
+        # Cells of the base grid, merged in pairs once per halving: exactly consistent across halvings.
+        base = math.floor((t - self.times[0]) * self.config.sample_fps + _EPS)
+        return base >> self.generation
+
+    def wants(self, t: float) -> bool:
+        """Whether a frame captured at `t` would be kept (cheap: lets callers skip decoding the rest)."""
+        return not self.times or (t > self.times[-1] and self._cell(t) > self._cells[-1])
+
+    def offer(self, frame: np.ndarray, t: float) -> bool:
+        """Keep the frame if the schedule samples it; returns whether it was kept."""
+        if not math.isfinite(t):
+            raise ValueError(f"frame time must be finite, got {t}")
+        if not self.wants(t):
+            return False
+        self.frames.append(resize_frame(frame, self.config.frame_size))
+        self.times.append(float(t))
+        self._cells.append(self._cell(t))
+        if len(self.frames) > self.config.max_frames:
+            self._halve_rate()
+        return True
+
+    @property
+    def interval(self) -> float:
+        """Current grid interval [s]: 1 / sample_fps, doubled at each halving."""
+        return (1 << self.generation) / self.config.sample_fps
+
+    def _halve_rate(self) -> None:
+        keep = [i for i, c in enumerate(self._cells) if i == 0 or c // 2 != self._cells[i - 1] // 2]
+        self.frames = [self.frames[i] for i in keep]
+        self.times = [self.times[i] for i in keep]
+        self._cells = [self._cells[i] // 2 for i in keep]
+        self.generation += 1
