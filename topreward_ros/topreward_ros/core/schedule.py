@@ -61,6 +61,13 @@ class FrameSchedule:
         # Increases whenever kept frames are dropped, so a scorer knows its cache is stale.
         self.generation = 0
 
+    def copy(self) -> FrameSchedule:
+        """A snapshot: later offers to either schedule do not show in the other (frames are shared, read-only)."""
+        other = FrameSchedule(self.config)
+        other.frames, other.times, other._cells = list(self.frames), list(self.times), list(self._cells)
+        other.generation = self.generation
+        return other
+
     def __len__(self) -> int:
         return len(self.frames)
 

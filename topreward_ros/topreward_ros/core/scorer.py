@@ -69,6 +69,13 @@ class StreamingScorer:
         if extra > 0:
             self._cache.crop(-extra)  # transformers 5 crops by a negative count of tokens to remove
 
+    def follow(self, frames: FrameSchedule) -> None:
+        """Score from a newer snapshot of the same episode's frames (the cache stays valid while only
+        frames were added; a halving is detected by its generation and rebuilds once)."""
+        if frames.times[:1] != self.schedule.times[:1] and len(self.schedule):
+            raise ValueError("follow() needs a snapshot of the same episode; use reset() for a new one")
+        self.schedule = frames
+
     def append(self, frame: np.ndarray, t: float) -> bool:
         """Offer a camera frame (RGB uint8) captured at `t` seconds; returns whether it was sampled."""
         return self.schedule.offer(frame, t)

@@ -1,0 +1,378 @@
+"""The reward node in-process: real rclpy nodes and messages, the tiny random Qwen3-VL on the CPU."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from conftest import random_frames
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from topreward_msgs.msg import Progress, SuccessDetected
+
+from topreward_ros.core.schedule import ScheduleConfig
+from topreward_ros.core.scorer import StreamingScorer
+from topreward_ros.core.tiling import tile_views
+from topreward_ros.reward_node import RewardNode
+
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+TASK = "put the cube in the bowl"
+
+
+def wait_until(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+class Harness:
+    """A reward node plus a test node that publishes frames and records what the reward node sends."""
+
+    def __init__(self, context, model_path, **params):
+        import rclpy
+
+        defaults = dict(model=str(model_path), device="cpu", dtype="float32", instruction=TASK,
+                        camera_topics=["/cam/image_raw"], frame_size=[64, 64], sample_fps=2.0,
+                        qos_reliability="reliable", qos_depth=50, success_threshold=-100.0,
+                        success_consecutive=1000, min_episode_duration=0.0)
+        defaults.update(params)
+        overrides = [Parameter(k, value=v) for k, v in defaults.items()]
+        self.node = RewardNode(context=context, parameter_overrides=overrides)
+        self.peer = rclpy.create_node("peer", context=context)
+        self.progress: list[Progress] = []
+        self.success: list[SuccessDetected] = []
+        self.peer.create_subscription(Progress, "/topreward/progress", self.progress.append, RELIABLE)
+        self.peer.create_subscription(SuccessDetected, "/topreward/success", self.success.append, RELIABLE)
+        self.publishers = {}
+        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        assert wait_until(lambda: self.node._state == "active"), "node did not activate"
+
+    def publisher(self, topic, msg_type=Image):
+        if topic not in self.publishers:
+            pub = self.peer.create_publisher(msg_type, topic, RELIABLE)
+            self.publishers[topic] = pub
+            assert wait_until(lambda: pub.get_subscription_count() > 0)
+        return self.publishers[topic]
+
+    def send(self, frame: np.ndarray, t: float, topic="/cam/image_raw", encoding="rgb8"):
+        msg = Image(height=frame.shape[0], width=frame.shape[1], encoding=encoding, step=frame.shape[1] * 3)
+        msg.data = frame.tobytes()
+        msg.header.frame_id = "cam"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+        self.publisher(topic).publish(msg)
+
+    def send_compressed(self, frame: np.ndarray, t: float, topic: str, ext=".jpg"):
+        ok, data = cv2.imencode(ext, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        msg = CompressedImage(format=f"rgb8; {ext[1:]} compressed bgr8", data=data.tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+        self.publisher(topic, CompressedImage).publish(msg)
+
+    def call(self, service: str, timeout=10.0):
+        client = self.peer.create_client(Trigger, service)
+        assert client.wait_for_service(timeout)
+        future = client.call_async(Trigger.Request())
+        assert wait_until(future.done, timeout)
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown()
+        if self.node._worker is not None:
+            self.node._worker.stop()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+@pytest.fixture
+def harness(ros_context, tiny_model_path):
+    made = []
+
+    def make(**params):
+        made.append(Harness(ros_context, tiny_model_path, **params))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def offline_values(backend, frames, times, instruction=TASK, frame_size=(64, 64)):
+    scorer = StreamingScorer(backend, instruction, ScheduleConfig(2.0, frame_size))
+    for frame, t in zip(frames, times, strict=True):
+        scorer.append(frame, t)
+    return {n: scorer.score(n) for n in range(1, scorer.num_frames + 1)}
+
+
+def stamp(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def test_progress_equals_offline_values(harness, backend):
+    h = harness()
+    frames, times = random_frames(8, seed=11), [100.0 + 0.5 * k for k in range(8)]
+    for frame, t in zip(frames, times, strict=True):
+        h.send(frame, t)
+        time.sleep(0.05)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 8)
+    reference = offline_values(backend, frames, times)
+    stamps = [stamp(m) for m in h.progress]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    for msg in h.progress:
+        ref = reference[msg.num_frames]
+        assert msg.episode_id == 0 and msg.instruction == TASK and msg.header.frame_id == "cam"
+        assert abs(msg.log_prob_true - ref.log_prob_true) < 1e-4
+        assert abs(msg.log_prob_false - ref.log_prob_false) < 1e-4
+        assert msg.p_true == pytest.approx(ref.p_true, abs=1e-4)
+        assert stamp(msg) == pytest.approx(times[msg.num_frames - 1], abs=1e-6)
+        assert msg.elapsed == pytest.approx(times[msg.num_frames - 1] - times[0], abs=1e-6)
+        assert 0.0 <= msg.progress <= 1.0 and msg.latency > 0.0 and msg.model == h.node._backend.name
+    # reward is the change of progress since the previous message (potential-based shaping).
+    progress = [0.0] + [m.progress for m in h.progress]
+    for k, msg in enumerate(h.progress):
+        assert msg.reward == pytest.approx(progress[k + 1] - progress[k], abs=1e-6)
+
+
+def test_frames_between_grid_points_are_not_scored(harness):
+    h = harness()
+    for k in range(12):  # a 10 fps camera: only every fifth frame is sampled at 2 fps
+        h.send(random_frames(1, seed=k)[0], 50.0 + 0.1 * k)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
+    assert len(h.node._buffer) == 3
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_compressed_input(harness, backend, ext):
+    h = harness(camera_topics=["/cam/image_raw/compressed"])
+    frames, times = random_frames(3, seed=12), [10.0, 10.5, 11.0]
+    for frame, t in zip(frames, times, strict=True):
+        h.send_compressed(frame, t, "/cam/image_raw/compressed", ext)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
+    if ext == ".png":  # lossless: values equal the offline ones on the same pixels
+        ref = offline_values(backend, frames, times)[3]
+        assert abs(h.progress[-1].log_prob_true - ref.log_prob_true) < 1e-4
+
+
+def test_raw_encodings_are_converted(harness, backend):
+    h = harness()
+    frames, times = random_frames(4, seed=13), [0.5, 1.0, 1.5, 2.0]
+    for frame, t, enc in zip(frames, times, ["rgb8", "bgr8", "rgb8", "bgr8"], strict=True):
+        h.send(frame if enc == "rgb8" else np.ascontiguousarray(frame[..., ::-1]), t, encoding=enc)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 4)
+    ref = offline_values(backend, frames, times)[4]
+    assert abs(h.progress[-1].log_prob_true - ref.log_prob_true) < 1e-4
+
+
+def test_two_cameras_tiled(harness, backend):
+    h = harness(camera_topics=["/front/image_raw", "/wrist/image_raw"], tile_views=True, frame_size=[64, 128])
+    front, wrist = random_frames(4, seed=14), random_frames(4, seed=15, size=(48, 48))
+    times = [3.0, 3.5, 4.0, 4.5]
+    for f, w, t in zip(front, wrist, times, strict=True):
+        h.send(w, t, topic="/wrist/image_raw")
+        time.sleep(0.05)  # the secondary view must be there before the primary frame
+        h.send(f, t, topic="/front/image_raw")
+        time.sleep(0.05)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 4)
+    tiled = [tile_views([f, w], (64, 128)) for f, w in zip(front, wrist, strict=True)]
+    ref = offline_values(backend, tiled, times, frame_size=(64, 128))[4]
+    assert abs(h.progress[-1].log_prob_true - ref.log_prob_true) < 1e-4
+
+
+def test_bad_frames_dropped_node_keeps_running(harness):
+    h = harness()
+    good = random_frames(3, seed=16)
+    bad = Image(height=64, width=64, encoding="32FC1", step=256, data=bytes(64 * 256))
+    bad.header.stamp.sec = 1
+    h.publisher("/cam/image_raw").publish(bad)
+    short = Image(height=64, width=64, encoding="rgb8", step=192, data=bytes(100))
+    short.header.stamp.sec = 2
+    h.publisher("/cam/image_raw").publish(short)
+    assert wait_until(lambda: h.node._cameras[0].rejected == 2)
+    for k, frame in enumerate(good):
+        h.send(frame, 3.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
+    assert h.node._worker.alive
+
+
+def test_reset_never_publishes_old_episode(harness):
+    h = harness(frame_size=[256, 256])  # larger frames: inference is in flight when the reset comes
+    for cycle in range(4):
+        for k, frame in enumerate(random_frames(5, seed=20 + cycle, size=(256, 256))):
+            h.send(frame, 1.0 + 200.0 * cycle + 0.5 * k)
+        wait_until(lambda: len(h.node._buffer) >= 3, 5.0)
+        response = h.call("/topreward/reset")
+        assert response.success and f"episode {cycle + 1}" in response.message
+        count = len(h.progress)
+        time.sleep(0.5)
+        late = [m.episode_id for m in h.progress[count:]]
+        assert all(e == cycle + 1 for e in late), f"old episode published after reset: {late}"
+    assert {m.episode_id for m in h.progress} <= {0, 1, 2, 3, 4}
+
+
+def test_stale_result_dropped_after_reset(harness):
+    """The guard itself: a step computed for episode 0 and delivered after the reset is not published."""
+    h = harness()
+    for k, frame in enumerate(random_frames(2, seed=30)):
+        h.send(frame, 1.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
+    step_of_episode_0 = h.node._worker._episode.scores[-1]
+    h.call("/topreward/reset")
+    before = len(h.progress)
+    from topreward_ros.core.online import Step
+
+    h.node._on_step(0, TASK, Step(step_of_episode_0, 0.5, 0.1, None), 0.01)
+    time.sleep(0.3)
+    assert len(h.progress) == before
+
+
+def test_success_once_per_episode_and_reset_service_called(harness):
+    calls = []
+    h = harness(success_threshold=-100.0, success_consecutive=2, reset_service="/robot/reset")
+    h.peer.create_service(Trigger, "/robot/reset", lambda req, res: (calls.append(1), res)[1])
+    assert wait_until(lambda: h.node._reset_client.service_is_ready())
+    for episode in range(2):
+        for k, frame in enumerate(random_frames(6, seed=40 + episode)):
+            h.send(frame, 1.0 + 100.0 * episode + 0.5 * k)
+            time.sleep(0.1)
+        assert wait_until(lambda e=episode: any(m.episode_id == e and m.num_frames == 6 for m in h.progress))
+        h.call("/topreward/reset")
+    time.sleep(0.3)
+    assert [m.episode_id for m in h.success] == [0, 1]
+    assert all(m.threshold == -100.0 and m.consecutive == 2 and m.instruction == TASK for m in h.success)
+    assert len(calls) == 2
+
+
+def test_min_episode_duration_delays_success(harness):
+    h = harness(success_threshold=-100.0, success_consecutive=1, min_episode_duration=1.5)
+    for k, frame in enumerate(random_frames(5, seed=50)):
+        h.send(frame, 1.0 + 0.5 * k)
+        time.sleep(0.1)
+    assert wait_until(lambda: h.success and h.progress and h.progress[-1].num_frames == 5)
+    assert len(h.success) == 1 and h.success[0].elapsed >= 1.5
+
+
+def test_invalid_parameters_rejected_with_reason(harness):
+    h = harness()
+    cases = {"sample_fps": -1.0, "frame_size": [100, 100], "device": "tpu", "qos_reliability": "sometimes",
+             "success_metric": "vibes", "camera_topics": [""], "max_frames": 1}
+    for name, value in cases.items():
+        result = h.node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful, name
+        assert "read on configure" not in result.reason, f"{name}: rejected for its value, not its timing"
+    result = h.node.set_parameters([Parameter("frame_size", value=[100, 100])])[0]
+    assert "multiple of 32" in result.reason
+    result = h.node.set_parameters([Parameter("device", value="tpu")])[0]
+    assert "cuda:N" in result.reason
+    result = h.node.set_parameters([Parameter("model", value="other/model")])[0]
+    assert not result.successful and "read on configure" in result.reason
+    assert h.node._state == "active"
+
+
+def test_invalid_startup_parameter_raises(ros_context, tiny_model_path):
+    from rclpy.exceptions import InvalidParameterValueException
+
+    with pytest.raises(InvalidParameterValueException):
+        RewardNode(context=ros_context, parameter_overrides=[Parameter("device", value="quantum")])
+
+
+def test_instruction_change_starts_new_episode(harness):
+    h = harness()
+    for k, frame in enumerate(random_frames(2, seed=60)):
+        h.send(frame, 1.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
+    assert h.node.set_parameters([Parameter("instruction", value="open the drawer")])[0].successful
+    for k, frame in enumerate(random_frames(2, seed=61)):
+        h.send(frame, 10.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress[-1].episode_id == 1 and h.progress[-1].num_frames == 2)
+    assert h.progress[-1].instruction == "open the drawer"
+    pub = h.peer.create_publisher(String, "/topreward/instruction", 10)
+    assert wait_until(lambda: pub.get_subscription_count() > 0)
+    pub.publish(String(data="close the drawer"))
+    assert wait_until(lambda: h.node._buffer.episode_id == 2)
+    assert h.node.get_parameter("instruction").value == "close the drawer"
+    h.send(random_frames(1, seed=62)[0], 20.0)
+    assert wait_until(lambda: h.progress[-1].episode_id == 2)
+    assert h.progress[-1].instruction == "close the drawer"
+
+
+def test_no_instruction_no_frames(harness):
+    h = harness(instruction="")
+    h.send(random_frames(1)[0], 1.0)
+    time.sleep(0.5)
+    assert not h.progress and len(h.node._buffer) == 0
+    pub = h.peer.create_publisher(String, "/topreward/instruction", 10)
+    assert wait_until(lambda: pub.get_subscription_count() > 0)
+    pub.publish(String(data="wipe the table"))
+    assert wait_until(lambda: h.node._buffer.instruction == "wipe the table")
+    h.send(random_frames(1)[0], 2.0)
+    assert wait_until(lambda: bool(h.progress))
+    assert h.progress[0].instruction == "wipe the table" and h.progress[0].episode_id == 1
+
+
+def test_episode_records_written(harness, tmp_path):
+    h = harness(record_dir=str(tmp_path), success_threshold=-100.0, success_consecutive=1)
+    for k, frame in enumerate(random_frames(4, seed=70)):
+        h.send(frame, 1.0 + 0.5 * k)
+        time.sleep(0.1)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 4)
+    h.call("/topreward/reset")
+    h.send(random_frames(1, seed=71)[0], 9.0)  # the worker notices the new episode and closes the old one
+    path = tmp_path / "episodes.jsonl"
+    assert wait_until(path.exists)
+    record = json.loads(path.read_text().splitlines()[0])
+    assert record["episode_id"] == 0 and record["instruction"] == TASK
+    n = len(record["log_prob_true"])
+    assert n == len({m.num_frames for m in h.progress if m.episode_id == 0})
+    assert record["log_prob_true"] == pytest.approx([m.log_prob_true for m in h.progress if m.episode_id == 0],
+                                                    abs=1e-6)
+    assert len(record["normalized"]) == len(record["weights"]) == len(record["time"]) == n
+    assert min(record["normalized"]) == 0.0 and max(record["normalized"]) == 1.0
+    assert record["success"]["consecutive"] == 1
+
+
+def test_diagnostics(harness):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    h = harness()
+    got = []
+    h.peer.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+    for k, frame in enumerate(random_frames(2, seed=80)):
+        h.send(frame, 1.0 + 0.5 * k)
+    assert wait_until(lambda: any(m.num_frames == 2 for m in h.progress))
+    assert wait_until(lambda: any(dict((kv.key, kv.value) for kv in s.values).get("prefixes_scored", "0") != "0"
+                                  for m in got for s in m.status), 5.0)
+    values = {kv.key: kv.value for kv in got[-1].status[0].values}
+    assert values["model_state"] == "active" and values["device"] == "cpu"
+    assert values["frames_buffered"] == "2"
+    assert {"/cam/image_raw rate_hz", "/cam/image_raw frames_rejected", "inference_latency_s"} <= set(values)
+
+
+def test_lifecycle_cleanup_frees_model(harness):
+    h = harness()
+    assert h.node.trigger_deactivate() is not None
+    assert h.node._worker is None and h.node._state == "inactive"
+    h.node.trigger_cleanup()
+    assert h.node._backend is None and h.node._state == "unconfigured"
+    assert h.node.set_parameters([Parameter("frame_size", value=[32, 32])])[0].successful
+
+
+def test_zero_stamp_falls_back_to_receive_time(harness):
+    h = harness()
+    before = time.time()
+    for frame in random_frames(2, seed=90):
+        h.send(frame, 0.0)
+        time.sleep(0.6)  # receive times half a second apart: both land on the 2 fps grid
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
+    assert before <= stamp(h.progress[-1]) <= time.time()

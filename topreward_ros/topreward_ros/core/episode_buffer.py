@@ -1,0 +1,87 @@
+"""The live episode's sampled frames, shared between camera callbacks and the inference worker.
+
+Camera threads offer frames (cheap: a schedule check and a resize, under a short lock); the worker
+waits for something new and takes a snapshot it can score without holding the lock.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .schedule import FrameSchedule, ScheduleConfig
+
+
+@dataclass(frozen=True)
+class EpisodeSnapshot:
+    """What the worker scores: one episode's frames at one moment."""
+
+    episode_id: int
+    instruction: str
+    frames: FrameSchedule
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        return self.episode_id, self.frames.generation, len(self.frames)
+
+
+class EpisodeBuffer:
+    """Thread-safe frame schedule of the current episode, with its id and instruction."""
+
+    def __init__(self, config: ScheduleConfig, instruction: str = "") -> None:
+        self.config = config
+        self._cond = threading.Condition()
+        self._episode_id = 0
+        self._instruction = instruction
+        self._frames = FrameSchedule(config)
+
+    @property
+    def episode_id(self) -> int:
+        with self._cond:
+            return self._episode_id
+
+    @property
+    def instruction(self) -> str:
+        with self._cond:
+            return self._instruction
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._frames)
+
+    def wants(self, t: float) -> bool:
+        with self._cond:
+            return bool(self._instruction) and self._frames.wants(t)
+
+    def offer(self, frame: np.ndarray, t: float) -> bool:
+        """Keep the frame if the schedule samples it (no frames are kept while there is no instruction)."""
+        with self._cond:
+            if not self._instruction or not self._frames.offer(frame, t):
+                return False
+            self._cond.notify_all()
+            return True
+
+    def new_episode(self, instruction: str | None = None) -> int:
+        """End the current episode and start the next; returns the new episode id."""
+        with self._cond:
+            self._episode_id += 1
+            if instruction is not None:
+                self._instruction = instruction
+            self._frames = FrameSchedule(self.config)
+            self._cond.notify_all()
+            return self._episode_id
+
+    def wait_for_change(self, seen: tuple[int, int, int] | None, timeout: float) -> EpisodeSnapshot | None:
+        """A snapshot once the episode or its frames differ from `seen`, or None after `timeout` seconds."""
+        with self._cond:
+            def changed() -> bool:
+                return self._snapshot_version() != seen and (
+                    len(self._frames) > 0 or seen is None or seen[0] != self._episode_id)
+
+            if not self._cond.wait_for(changed, timeout):
+                return None
+            return EpisodeSnapshot(self._episode_id, self._instruction, self._frames.copy())
+
+    def _snapshot_version(self) -> tuple[int, int, int]:
+        return self._episode_id, self._frames.generation, len(self._frames)

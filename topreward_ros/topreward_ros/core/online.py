@@ -1,0 +1,109 @@
+"""Causal progress, step reward and success detection for a live episode (no ROS).
+
+Offline, the paper min-max normalizes over the whole episode. Online only the prefixes so far are
+known, so progress is the min-max over the prefixes so far, with the upper end never below the
+success threshold (when success is judged on raw log p(True)): an episode reaches 1 only once it
+looks successful, instead of every new maximum reading as "complete".
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .metrics import dense_rewards, minmax_normalize, success_score
+from .scorer import PrefixScore
+
+SUCCESS_METRICS = ("log_prob_true", "p_true")
+
+
+@dataclass(frozen=True)
+class SuccessConfig:
+    """When an episode counts as successful."""
+
+    threshold: float = -0.5  # in the metric's unit: nats for log_prob_true, probability for p_true
+    consecutive: int = 2  # evaluations in a row at or above the threshold
+    min_episode_duration: float = 2.0  # [s] no event before this much of the episode was seen
+    metric: str = "log_prob_true"  # mean of the last 3 raw log p(True) (paper), or of the last 3 p_true
+    window: int = 3
+
+    def __post_init__(self) -> None:
+        if self.metric not in SUCCESS_METRICS:
+            raise ValueError(f"success metric must be one of {SUCCESS_METRICS}, got {self.metric!r}")
+        if self.metric == "p_true" and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"a p_true threshold must be in [0, 1], got {self.threshold}")
+        if self.metric == "log_prob_true" and self.threshold > 0.0:
+            raise ValueError(f"a log_prob_true threshold must be <= 0 (a log-probability), got {self.threshold}")
+        if self.consecutive < 1 or self.window < 1:
+            raise ValueError("success consecutive and window must be >= 1")
+        if self.min_episode_duration < 0:
+            raise ValueError("min_episode_duration must be >= 0")
+
+
+@dataclass(frozen=True)
+class SuccessEvent:
+    """The evaluation at which an episode was judged successful."""
+
+    score: float
+    threshold: float
+    consecutive: int
+    elapsed: float
+    num_frames: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one scored prefix means for the live episode."""
+
+    score: PrefixScore
+    progress: float
+    reward: float
+    success: SuccessEvent | None  # set on the one step that fires the episode's event
+
+
+@dataclass
+class OnlineEpisode:
+    """Progress and success state of one live episode, updated once per scored prefix."""
+
+    success: SuccessConfig = field(default_factory=SuccessConfig)
+    scores: list[PrefixScore] = field(default_factory=list)
+    progress: float = 0.0
+    consecutive: int = 0
+    event: SuccessEvent | None = None
+
+    def _causal_progress(self, raw: float) -> float:
+        values = [s.log_prob_true for s in self.scores]
+        low = min(values)
+        high = max(values)
+        if self.success.metric == "log_prob_true":
+            high = max(high, self.success.threshold)
+        if high <= low:
+            return 1.0 if raw >= high else 0.0
+        return float(np.clip((raw - low) / (high - low), 0.0, 1.0))
+
+    def update(self, score: PrefixScore) -> Step:
+        self.scores.append(score)
+        progress = self._causal_progress(score.log_prob_true)
+        reward, self.progress = progress - self.progress, progress
+        recent = [s.log_prob_true if self.success.metric == "log_prob_true" else s.p_true for s in self.scores]
+        value = success_score(recent, self.success.window)
+        self.consecutive = self.consecutive + 1 if value >= self.success.threshold else 0
+        fired = None
+        if (self.event is None and self.consecutive >= self.success.consecutive
+                and score.elapsed >= self.success.min_episode_duration):
+            fired = self.event = SuccessEvent(value, self.success.threshold, self.consecutive, score.elapsed,
+                                              score.num_frames)
+        return Step(score, progress, reward, fired)
+
+    def record(self, episode_id: int, instruction: str, model: str, tau: float = 2.0, delta_max: float = 2.0) -> dict:
+        """The whole curve as one JSON-ready dict: ready for offline relabeling."""
+        raw = [s.log_prob_true for s in self.scores]
+        normalized = minmax_normalize(raw)
+        return {
+            "episode_id": episode_id, "instruction": instruction, "model": model,
+            "time": [s.time for s in self.scores], "elapsed": [s.elapsed for s in self.scores],
+            "num_frames": [s.num_frames for s in self.scores],
+            "log_prob_true": raw, "log_prob_false": [s.log_prob_false for s in self.scores],
+            "normalized": normalized.tolist(), "weights": dense_rewards(normalized, tau, delta_max).tolist(),
+            "success": None if self.event is None else asdict(self.event),
+        }

@@ -1,0 +1,106 @@
+"""The reward node's parameters: names, defaults, descriptions, ranges and validation.
+
+One table drives the declarations, config/reward.yaml's documentation and the README's table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from .core.backend import DEFAULT_MODEL
+from .core.online import SUCCESS_METRICS
+from .core.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter."""
+
+    name: str
+    default: object
+    description: str
+    range: tuple[float, float] | None = None
+
+
+PARAMETERS: tuple[Param, ...] = (
+    Param("model", DEFAULT_MODEL, "Qwen3-VL hub id or local checkpoint directory; 'tiny-random' = meaningless "
+          "random weights for smoke tests"),
+    Param("device", "auto", "auto (cuda if available), cpu, cuda or cuda:N"),
+    Param("dtype", "auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16"),
+    Param("attn_implementation", "auto", "auto (flash_attention_2 when installed, else sdpa), sdpa, eager, ..."),
+    Param("trust_remote_code", False, "allow custom model code from the checkpoint (off: Qwen3-VL is in transformers)"),
+    Param("instruction", "", "task instruction; a runtime change starts a new episode. Empty: frames are ignored "
+          "until a task arrives on ~/instruction"),
+    Param("camera_topics", ["/camera/camera/color/image_raw"], "camera topics; the first is the primary view. A "
+          "topic whose last segment contains 'compressed' is sensor_msgs/CompressedImage, others sensor_msgs/Image"),
+    Param("tile_views", False, "score all camera_topics tiled side by side in one frame (else only the first)"),
+    Param("max_view_skew", 0.5, "[s] a secondary view older than this relative to the primary frame is tiled black",
+          (0.0, 60.0)),
+    Param("sample_fps", 2.0, "[Hz] frames per second given to the model (prefix-stable time grid)", (0.05, 30.0)),
+    Param("frame_size", [256, 256], "[px] height, width every (tiled) frame is resized to; multiples of 32"),
+    Param("max_frames", 64, "sampled frames kept per episode; beyond it the sampling rate halves", (2, 4096)),
+    Param("prompt_prefix", DEFAULT_PREFIX, "text after the video, before the instruction"),
+    Param("prompt_suffix", DEFAULT_SUFFIX, "text after the instruction, before the scored ' True'"),
+    Param("chat_template", False, "wrap the question in the chat turn (the paper's ablation; worse)"),
+    Param("success_metric", "log_prob_true", "log_prob_true (paper: mean raw log p(True) of the last 3 prefixes) "
+          "or p_true (mean p(True)/(p(True)+p(False)) of the last 3)"),
+    Param("success_threshold", -0.5, "success when the success score is at or above this (nats for log_prob_true, "
+          "probability for p_true); also the causal progress ceiling for log_prob_true", (-100.0, 1.0)),
+    Param("success_consecutive", 2, "evaluations in a row at or above the threshold before SuccessDetected",
+          (1, 1000)),
+    Param("min_episode_duration", 2.0, "[s] no success before this much of the episode was seen", (0.0, 3600.0)),
+    Param("reset_service", "", "std_srvs/Trigger service called (without waiting) on success; empty: none"),
+    Param("record_dir", "", "directory for episodes.jsonl (one JSON line per finished episode); empty: off"),
+    Param("tau", 2.0, "Eq. 3 scale tau of the recorded dense weights", (0.0, 100.0)),
+    Param("delta_max", 2.0, "Eq. 3 clip delta_max of the recorded dense weights", (0.0, 100.0)),
+    Param("qos_reliability", "best_effort", "camera subscription reliability: best_effort (sensor data) or reliable"),
+    Param("qos_depth", 5, "camera subscription queue depth", (1, 1000)),
+    Param("autostart", True, "configure and activate on start-up, without a lifecycle manager"),
+)
+
+# May change while the node is configured; the rest is read on configure.
+RUNTIME_PARAMETERS = frozenset({"instruction", "record_dir", "max_view_skew"})
+
+_CHOICES = {
+    "dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
+    "success_metric": SUCCESS_METRICS,
+    "qos_reliability": ("best_effort", "reliable"),
+}
+
+
+def _descriptor(param: Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=param.description)
+    if param.range is not None:
+        low, high = param.range
+        if isinstance(param.default, int) and not isinstance(param.default, bool):
+            d.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+    return d
+
+
+def declare_parameters(node) -> None:
+    for param in PARAMETERS:
+        node.declare_parameter(param.name, param.default, _descriptor(param))
+
+
+def validate(name: str, value) -> str | None:
+    """Why `value` is not acceptable for parameter `name`, or None. Ranges are enforced by the descriptors."""
+    if name in _CHOICES and value not in _CHOICES[name]:
+        return f"must be one of {', '.join(_CHOICES[name])}, got {value!r}"
+    if name == "model" and not str(value).strip():
+        return "must name a hub id or a directory"
+    if name == "device":
+        v = str(value)
+        if not (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())):
+            return f"must be auto, cpu, cuda or cuda:N, got {value!r}"
+    if name == "camera_topics":
+        if not value or any(not str(t).strip() for t in value):
+            return "needs at least one non-empty topic name"
+    if name == "frame_size":
+        if len(value) != 2 or any(v < 32 or v % 32 for v in value):
+            return f"must be [height, width], each a multiple of 32 and >= 32, got {list(value)}"
+    if name in ("prompt_suffix",) and not str(value).strip():
+        return "must not be empty"
+    return None
