@@ -8,6 +8,7 @@ import sys
 import av
 import numpy as np
 import pytest
+
 from topreward_ros.core.cli import main
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
+
 from topreward_ros.core.curve import prefix_lengths
 from topreward_ros.core.metrics import dense_rewards, minmax_normalize, success_score, value_order_correlation
 

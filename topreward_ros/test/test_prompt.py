@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_frames
+
 from topreward_ros.core.prompt import PromptConfig, PromptTokens
 from topreward_ros.core.schedule import ScheduleConfig
 from topreward_ros.core.scorer import StreamingScorer

@@ -15,8 +15,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
-from topreward_msgs.msg import Progress, SuccessDetected
 
+from topreward_msgs.msg import Progress, SuccessDetected
 from topreward_ros.core.schedule import ScheduleConfig
 from topreward_ros.core.scorer import StreamingScorer
 from topreward_ros.core.tiling import tile_views

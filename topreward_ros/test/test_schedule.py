@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from topreward_ros.core.schedule import FrameSchedule, ScheduleConfig
 
 FRAME = np.zeros((48, 64, 3), np.uint8)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import random_frames
+
 from topreward_ros.core.curve import prefix_lengths, score_curve
 from topreward_ros.core.schedule import ScheduleConfig
 from topreward_ros.core.scorer import StreamingScorer

@@ -22,6 +22,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
+
 from topreward_msgs.msg import Progress, SuccessDetected
 
 from .core.backend import ModelConfig, ModelLoadError, Qwen3VLBackend

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .tiny_model import TINY_MODEL_NAME, TINY_WARNING, tiny_model_dir
+from .tiny_model import TINY_MODEL_NAME, tiny_model_dir
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 _QWEN3_VL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
@@ -102,8 +101,7 @@ class Qwen3VLBackend:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         name = config.model
-        if config.model == TINY_MODEL_NAME:
-            logging.getLogger("topreward").warning(TINY_WARNING)
+        if config.model == TINY_MODEL_NAME:  # callers warn the user: see TINY_WARNING
             config = replace(config, model=str(tiny_model_dir()))
         path = Path(config.model).expanduser()
         if path.exists() or config.model.startswith((".", "/", "~")):
@@ -181,3 +179,26 @@ class Qwen3VLBackend:
         from transformers import DynamicCache
 
         return DynamicCache(config=self.model.config.get_text_config())
+
+
+def model_available(name: str, timeout: float = 3.0) -> bool:
+    """Whether `name` can be loaded now: a local directory, a hub id already in the cache, or the hub reachable.
+
+    A quick check (seconds), so that a demo can fall back instead of waiting out the hub client's retries.
+    """
+    import os
+    import socket
+
+    if Path(name).expanduser().is_dir():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return True
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

@@ -15,6 +15,7 @@ from .curve import Curve, prefix_lengths, score_curve
 from .prompt import PromptConfig
 from .schedule import FrameSchedule, ScheduleConfig, resize_frame
 from .scorer import StreamingScorer
+from .tiny_model import TINY_MODEL_NAME, TINY_WARNING
 from .video import VideoReadError, read_frames
 
 
@@ -112,6 +113,8 @@ def run_score(args: argparse.Namespace) -> int:
     if len(sampled) < 2:
         raise UsageError(f"{args.video} gives {len(sampled)} sampled frame(s) at {args.sample_fps:g} fps; "
                          "at least one frame pair (2) is needed: use a longer video or a higher --sample-fps")
+    if args.model == TINY_MODEL_NAME:
+        logging.getLogger("topreward").warning(TINY_WARNING)
     backend = Qwen3VLBackend.load(ModelConfig(model=args.model, device=args.device, dtype=args.dtype,
                                               attn_implementation=args.attn))
     try:

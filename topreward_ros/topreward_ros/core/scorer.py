@@ -70,8 +70,11 @@ class StreamingScorer:
             self._cache.crop(-extra)  # transformers 5 crops by a negative count of tokens to remove
 
     def follow(self, frames: FrameSchedule) -> None:
-        """Score from a newer snapshot of the same episode's frames (the cache stays valid while only
-        frames were added; a halving is detected by its generation and rebuilds once)."""
+        """Score from a newer snapshot of the same episode's frames.
+
+        The cache stays valid while frames were only added; a halving is seen in the generation and
+        rebuilds the cache once.
+        """
         if frames.times[:1] != self.schedule.times[:1] and len(self.schedule):
             raise ValueError("follow() needs a snapshot of the same episode; use reset() for a new one")
         self.schedule = frames
