@@ -79,3 +79,15 @@ def test_launch_description_with_launch_ros():
     context.launch_configurations["robot"] = "no_such_robot"
     with pytest.raises(RuntimeError, match="not one of"):
         opaque.execute(context)
+
+
+def test_readme_documents_every_parameter_and_message_field():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for param in PARAMETERS:
+        assert f"| `{param.name}` |" in readme, param.name
+    from topreward_msgs.msg import Progress, SuccessDetected
+
+    for field in Progress.get_fields_and_field_types():
+        assert f"| `{field}` |" in readme, field
+    for field in SuccessDetected.get_fields_and_field_types():
+        assert f"`{field}`" in readme, field

@@ -376,3 +376,15 @@ def test_zero_stamp_falls_back_to_receive_time(harness):
         time.sleep(0.6)  # receive times half a second apart: both land on the 2 fps grid
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
     assert before <= stamp(h.progress[-1]) <= time.time()
+
+
+def test_stamp_going_back_is_rejected_until_reset(harness):
+    h = harness()
+    for k, frame in enumerate(random_frames(2, seed=91)):
+        h.send(frame, 50.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
+    h.send(random_frames(1, seed=92)[0], 10.0)  # a recording started over without a reset
+    assert wait_until(lambda: h.node._cameras[0].rejected == 1)
+    h.call("/topreward/reset")
+    h.send(random_frames(1, seed=93)[0], 10.0)
+    assert wait_until(lambda: h.progress[-1].episode_id == 1)

@@ -58,8 +58,8 @@ class CameraStats:
     rejected: int = 0
     window_start: float = field(default_factory=time.monotonic)
     window_count: int = 0
-    latest: object = None  # newest message, converted only when a primary frame is sampled (tiling)
-    latest_time: float = 0.0
+    latest: object = None  # newest message; secondary views are converted only when tiled
+    latest_time: float = float("-inf")
 
     def rate(self) -> float:
         now = time.monotonic()
@@ -239,8 +239,12 @@ class RewardNode(LifecycleNode):
         camera.received += 1
         camera.window_count += 1
         t = self._capture_time(msg)
+        if t < camera.latest_time:
+            self._reject(camera, f"stamp went back {camera.latest_time - t:.3f} s (replaying a recording? call "
+                                 "~/reset between episodes)")
+            return
+        camera.latest, camera.latest_time = msg, t
         if index > 0:
-            camera.latest, camera.latest_time = msg, t
             return
         if not self._buffer.wants(t):
             if not self._buffer.instruction:
@@ -293,6 +297,8 @@ class RewardNode(LifecycleNode):
     def _new_episode(self, instruction: str | None) -> int:
         with self._publish_lock:  # a result of the old episode can no longer be published after this
             episode = self._buffer.new_episode(instruction)
+        for camera in self._cameras:  # a new episode may replay older stamps (a recording started over)
+            camera.latest, camera.latest_time = None, float("-inf")
         self.get_logger().info(f"episode {episode} started: {self._buffer.instruction!r}")
         return episode
 

@@ -1,0 +1,68 @@
+"""sensor_msgs images to RGB: every supported encoding, compressed formats, and clear errors."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+
+from topreward_ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+
+RGB = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+
+
+def image(array: np.ndarray, encoding: str, pad: int = 0) -> Image:
+    h, w = array.shape[:2]
+    row = array.reshape(h, -1)
+    row = np.concatenate([row, np.zeros((h, pad), np.uint8)], axis=1)  # step larger than the row
+    return Image(height=h, width=w, encoding=encoding, step=row.shape[1], data=row.tobytes())
+
+
+@pytest.mark.parametrize("encoding,array", [
+    ("rgb8", RGB), ("bgr8", RGB[..., ::-1]),
+    ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 255, np.uint8)])),
+    ("bgra8", np.dstack([RGB[..., ::-1], np.full(RGB.shape[:2], 7, np.uint8)])),
+])
+def test_colour_encodings_give_the_same_rgb(encoding, array):
+    np.testing.assert_array_equal(image_to_rgb(image(np.ascontiguousarray(array), encoding)), RGB)
+
+
+def test_mono8_becomes_grey_rgb():
+    grey = RGB[..., 0]
+    out = image_to_rgb(image(np.ascontiguousarray(grey), "mono8"))
+    assert out.shape == (6, 8, 3) and (out == grey[..., None]).all()
+
+
+def test_yuv422_yuy2_with_row_padding():
+    # Pixel pairs share their chroma in YUYV: a picture whose pairs have one colour each survives it.
+    smooth = np.repeat(RGB[:, ::2], 2, axis=1)
+    yuv = cv2.cvtColor(smooth, cv2.COLOR_RGB2YUV)
+    packed = np.zeros((6, 8, 2), np.uint8)
+    packed[..., 0] = yuv[..., 0]
+    packed[:, 0::2, 1] = yuv[:, 0::2, 1]  # U on even pixels
+    packed[:, 1::2, 1] = yuv[:, 0::2, 2]  # V on odd pixels
+    out = image_to_rgb(image(packed, "yuv422_yuy2", pad=4))
+    np.testing.assert_array_equal(out, cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_YUY2))
+    assert np.abs(out.astype(int) - smooth.astype(int)).mean() < 20, "colours far from the original"
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_compressed(ext):
+    ok, data = cv2.imencode(ext, cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
+    out = compressed_to_rgb(CompressedImage(format="rgb8; jpeg compressed bgr8", data=data.tobytes()))
+    assert out.shape == RGB.shape
+    if ext == ".png":  # lossless; also: the format string (which says jpeg) does not matter
+        np.testing.assert_array_equal(out, RGB)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ImageConversionError, match="unsupported encoding '32FC1'"):
+        image_to_rgb(Image(height=2, width=2, encoding="32FC1", step=8, data=bytes(16)))
+    with pytest.raises(ImageConversionError, match="needs 144 bytes, got 100"):
+        image_to_rgb(Image(height=6, width=8, encoding="rgb8", step=24, data=bytes(100)))
+    with pytest.raises(ImageConversionError, match="empty image"):
+        image_to_rgb(Image(height=0, width=8, encoding="rgb8", step=24))
+    with pytest.raises(ImageConversionError, match="cannot decode"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"not an image"))
+    with pytest.raises(ImageConversionError, match="empty compressed"):
+        compressed_to_rgb(CompressedImage(format="jpeg"))
