@@ -9,7 +9,11 @@ STAMPS=$ROOT/.stamps
 PYTHON=${PYTHON:-python3}
 mkdir -p "$STAMPS"
 
-hash_of() { (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -path '*.egg-info*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); }
+# Hash of the files under the given paths, without caches and build leftovers.
+hash_of() {
+    (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -path '*.egg-info*' ! -path '*/.pytest_cache/*' \
+        ! -path '*/.ruff_cache/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+}
 fresh() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 step() { printf '[setup] %s\n' "$*"; }
 # pip, minus the notes this image's pip configuration prints for every package; pip's status is kept.

@@ -90,3 +90,8 @@ def test_chat_template_variant_closes_the_turn(backend):
     text = backend.tokenizer.decode(p.question("open the drawer"))
     assert text.endswith("True or not. The answer is:<|im_end|>\n<|im_start|>assistant\nTrue")
     assert p.answer_id == 2514  # "True" with no leading space
+
+
+def test_custom_prompt_text_is_used(backend):
+    p = PromptTokens(backend.tokenizer, PromptConfig(prefix="Task: ", suffix=". Is it done? Answer:"))
+    assert backend.tokenizer.decode(p.question("open the door")) == "Task: open the door. Is it done? Answer: True"

@@ -12,7 +12,7 @@ import numpy as np
 
 from .backend import DEFAULT_MODEL, ModelConfig, ModelLoadError, Qwen3VLBackend
 from .curve import Curve, prefix_lengths, score_curve
-from .prompt import PromptConfig
+from .prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX, PromptConfig
 from .schedule import FrameSchedule, ScheduleConfig, resize_frame
 from .scorer import StreamingScorer
 from .tiny_model import TINY_MODEL_NAME, TINY_WARNING
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     score.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     score.add_argument("--attn", default="auto", help="attention implementation: auto, sdpa, flash_attention_2, eager")
+    score.add_argument("--prompt-prefix", default=DEFAULT_PREFIX, help="text between the video and the instruction")
+    score.add_argument("--prompt-suffix", default=DEFAULT_SUFFIX, help="text between the instruction and ' True'")
     score.add_argument("--chat-template", action="store_true", help="wrap the prompt in the chat turn (paper ablation)")
     score.add_argument("--tau", type=float, default=2.0, help="Eq. 3 scale tau (default 2.0)")
     score.add_argument("--delta-max", type=float, default=2.0, help="Eq. 3 clip delta_max (default 2.0)")
@@ -118,7 +120,8 @@ def run_score(args: argparse.Namespace) -> int:
     backend = Qwen3VLBackend.load(ModelConfig(model=args.model, device=args.device, dtype=args.dtype,
                                               attn_implementation=args.attn))
     try:
-        scorer = StreamingScorer(backend, args.instruction, schedule, PromptConfig(chat_template=args.chat_template))
+        scorer = StreamingScorer(backend, args.instruction, schedule, PromptConfig(
+            prefix=args.prompt_prefix, suffix=args.prompt_suffix, chat_template=args.chat_template))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     scorer.reset(frames=sampled)

@@ -1,4 +1,4 @@
-"""A picture of one curve: raw log p(True) and normalized progress over time, with frame thumbnails."""
+"""A picture of one curve: raw log p(True) with its normalized-progress scale, p_true, frame thumbnails."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,31 +15,38 @@ def plot_curve(curve: Curve, path: str | Path, thumbnails: list[np.ndarray] | No
     import matplotlib.pyplot as plt
 
     t = np.asarray(curve.prefix_times)
-    has_thumbs = bool(thumbnails)
-    fig = plt.figure(figsize=(10, 5.6 if has_thumbs else 4.2), dpi=110)
-    grid = fig.add_gridspec(2 if has_thumbs else 1, 1, height_ratios=[1, 3.2] if has_thumbs else [1], hspace=0.08)
-    ax = fig.add_subplot(grid[-1])
-    ax.plot(t, curve.log_prob_true, "o-", color="tab:blue", label='raw log p(" True")')
-    ax.set_xlabel("time since first frame [s]")
-    ax.set_ylabel('log p(" True")', color="tab:blue")
-    ax.tick_params(axis="y", colors="tab:blue")
-    ax.grid(alpha=0.3)
-    ax2 = ax.twinx()
-    ax2.plot(t, curve.normalized, "s--", color="tab:orange", label="normalized progress")
-    ax2.set_ylim(-0.05, 1.05)
-    ax2.set_ylabel("normalized progress", color="tab:orange")
-    ax2.tick_params(axis="y", colors="tab:orange")
+    raw = np.asarray(curve.log_prob_true)
+    rows = ([1.0] if thumbnails else []) + [3.0, 1.3]
+    fig = plt.figure(figsize=(10, 2.0 * sum(rows)), dpi=110)
+    grid = fig.add_gridspec(len(rows), 1, height_ratios=rows, hspace=0.12)
     voc = "n/a" if np.isnan(curve.voc) else f"{curve.voc:.3f}"
     title = f"{curve.instruction}\nVOC {voc} | {curve.model} | {len(t)} prefixes at {curve.sample_fps:g} fps"
-    if has_thumbs:
+    if thumbnails:
         strip = fig.add_subplot(grid[0])
         strip.imshow(np.concatenate(thumbnails, axis=1))
         strip.set_axis_off()
         strip.set_title(title, fontsize=10)
-    else:
+
+    ax = fig.add_subplot(grid[-2])
+    ax.plot(t, raw, "o-", color="tab:blue")
+    ax.set_ylabel('raw log p(" True")', color="tab:blue")
+    ax.tick_params(axis="y", colors="tab:blue")
+    ax.tick_params(axis="x", labelbottom=False)
+    ax.grid(alpha=0.3)
+    low, span = raw.min(), raw.max() - raw.min()
+    if span > 0:  # normalized progress is an affine map of the raw value: show it as a second scale
+        scale = ax.secondary_yaxis("right", functions=(lambda r: (r - low) / span, lambda s: s * span + low))
+        scale.set_ylabel("normalized progress (episode min-max)", color="tab:orange")
+        scale.tick_params(axis="y", colors="tab:orange")
+    if not thumbnails:
         ax.set_title(title, fontsize=10)
-    lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], loc="lower right", fontsize=8)
+
+    below = fig.add_subplot(grid[-1], sharex=ax)
+    below.plot(t, curve.p_true, "s-", color="tab:green", markersize=4)
+    below.set_ylim(-0.05, 1.05)
+    below.set_ylabel("p_true", color="tab:green")
+    below.set_xlabel("time since first frame [s]")
+    below.grid(alpha=0.3)
     path = Path(path)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
