@@ -208,17 +208,29 @@ def test_bad_frames_dropped_node_keeps_running(harness):
 
 def test_reset_never_publishes_old_episode(harness):
     h = harness(frame_size=[256, 256])  # larger frames: inference is in flight when the reset comes
+    # Record, at the moment of publication, the message's episode and the node's current episode
+    # (a spy on the real publisher, so that DDS delivery order across topics plays no part).
+    published = []
+    publish = h.node._progress_pub.publish
+
+    def spy(msg):
+        published.append((msg.episode_id, h.node._buffer.episode_id))
+        publish(msg)
+
+    h.node._progress_pub.publish = spy
     for cycle in range(4):
-        for k, frame in enumerate(random_frames(5, seed=20 + cycle, size=(256, 256))):
-            h.send(frame, 1.0 + 200.0 * cycle + 0.5 * k)
-        wait_until(lambda: len(h.node._buffer) >= 3, 5.0)
+        frames = random_frames(5, seed=20 + cycle, size=(256, 256))
+        for k in range(3):
+            h.send(frames[k], 1.0 + 200.0 * cycle + 0.5 * k)
+        assert wait_until(lambda c=cycle: any(e == c for e, _ in published))
+        for k in range(3, 5):  # new frames: the worker starts scoring them, and the reset comes now
+            h.send(frames[k], 1.0 + 200.0 * cycle + 0.5 * k)
         response = h.call("/topreward/reset")
         assert response.success and f"episode {cycle + 1}" in response.message
-        count = len(h.progress)
-        time.sleep(0.5)
-        late = [m.episode_id for m in h.progress[count:]]
-        assert all(e == cycle + 1 for e in late), f"old episode published after reset: {late}"
-    assert {m.episode_id for m in h.progress} <= {0, 1, 2, 3, 4}
+    time.sleep(0.5)
+    assert {episode for episode, _ in published} >= {0, 1, 2, 3}
+    stale = [(e, current) for e, current in published if e != current]
+    assert not stale, f"published for an episode that had already ended: {stale}"
 
 
 def test_stale_result_dropped_after_reset(harness):
