@@ -7,6 +7,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$ROOT/scripts/setup.sh"
 source "$ROOT/scripts/env.sh"
+# Whatever the calling shell says, DDS discovery stays on this machine.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 SHARE=$(python -c 'from ament_index_python.packages import get_package_share_directory as g; print(g("topreward_ros"))')
 DATA=$(python -c 'import topreward_ros, os; print(os.path.join(os.path.dirname(topreward_ros.__file__), "data"))')
 # Large images between processes: shared memory + loopback UDP, nothing leaves the machine.

@@ -4,6 +4,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$ROOT/scripts/setup.sh"
 source "$ROOT/scripts/env.sh"
+# Whatever the calling shell says, DDS discovery stays on this machine.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 ROS_HOME=$(mktemp -d)
 export ROS_HOME ROS_LOG_DIR=$ROS_HOME/log
 trap 'rm -rf "$ROS_HOME"' EXIT

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 # DDS never leaves this machine, whatever the caller's environment says.
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 _domain_ids = itertools.count(int(os.environ.get("ROS_DOMAIN_ID", "40")) % 90 + 1)
 

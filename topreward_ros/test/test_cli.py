@@ -57,7 +57,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("case", ["missing", "not_a_video", "empty_video", "one_frame", "empty_instruction",
-                                  "model_dir_missing", "not_qwen", "bad_device"])
+                                  "model_dir_missing", "not_qwen", "bad_device", "plot_format", "out_is_dir",
+                                  "corrupt_weights"])
 def test_bad_input_one_line_error(case, video, tiny_model_path, tmp_path):
     model = str(tiny_model_path)
     args = [str(video), "-i", "do it", "--model", model, "--frame-size", "64"]
@@ -65,6 +66,8 @@ def test_bad_input_one_line_error(case, video, tiny_model_path, tmp_path):
         "missing": "does not exist", "not_a_video": "cannot open", "empty_video": "is empty",
         "one_frame": "1 sampled frame", "empty_instruction": "must not be empty",
         "model_dir_missing": "does not exist", "not_qwen": "not Qwen3-VL", "bad_device": "unknown device",
+        "plot_format": "cannot plot to curve.xyz", "out_is_dir": "is a directory",
+        "corrupt_weights": "cannot load model",
     }[case]
     if case == "missing":
         args[0] = str(tmp_path / "nope.mp4")
@@ -87,8 +90,24 @@ def test_bad_input_one_line_error(case, video, tiny_model_path, tmp_path):
         args[4] = str(tmp_path / "bert")
     elif case == "bad_device":
         args += ["--device", "tpu"]
+    elif case == "plot_format":
+        args += ["--plot", str(tmp_path / "curve.xyz")]
+    elif case == "out_is_dir":
+        args += ["--out", str(tmp_path)]
+    elif case == "corrupt_weights":
+        import shutil
+
+        shutil.copytree(tiny_model_path, tmp_path / "corrupt")
+        (tmp_path / "corrupt" / "model.safetensors").write_bytes(b"\0" * 100)
+        args[4] = str(tmp_path / "corrupt")
     result = run_cli(*args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("topreward: error:")]
     assert len(errors) == 1 and expect in errors[0], result.stderr
+
+
+def test_frame_size_must_have_one_or_two_parts(video, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", str(video), "-i", "x", "--frame-size", "256x256x999"])
+    assert exit_info.value.code == 2 and "expected HEIGHTxWIDTH" in capsys.readouterr().err

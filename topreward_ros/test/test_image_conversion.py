@@ -66,3 +66,9 @@ def test_errors_name_the_problem():
         compressed_to_rgb(CompressedImage(format="jpeg", data=b"not an image"))
     with pytest.raises(ImageConversionError, match="empty compressed"):
         compressed_to_rgb(CompressedImage(format="jpeg"))
+
+
+def test_uyvy_and_upper_case_encodings():
+    packed = np.random.default_rng(1).integers(0, 256, (6, 8, 2), dtype=np.uint8)
+    np.testing.assert_array_equal(image_to_rgb(image(packed, "yuv422")), cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_UYVY))
+    np.testing.assert_array_equal(image_to_rgb(image(np.ascontiguousarray(RGB[..., ::-1]), "BGR8")), RGB)

@@ -53,3 +53,34 @@ def test_prefix_lengths_distinct_and_end_at_full_episode():
     assert len(set(prefix_lengths(64, 15))) == 15
     assert prefix_lengths(5, 15) == [1, 2, 3, 4, 5]
     assert prefix_lengths(7, None) == list(range(1, 8))
+    assert prefix_lengths(9, 1) == [9]  # one prefix: the whole episode
+
+
+def test_causal_progress_on_p_true_is_capped_by_the_threshold():
+    from topreward_ros.core.online import OnlineEpisode, SuccessConfig
+    from topreward_ros.core.scorer import PrefixScore
+
+    episode = OnlineEpisode(SuccessConfig(threshold=0.8, metric="p_true", consecutive=1, min_episode_duration=0))
+    steps = []
+    for k, (lt, lf) in enumerate([(-5.0, -0.01), (-4.0, -0.02), (-6.0, -0.01), (-0.01, -5.0)]):
+        steps.append(episode.update(PrefixScore(k + 1, float(k), float(k), lt, lf)))
+    assert steps[0].progress == 0.0 and steps[1].progress < 0.05  # failing so far: far from 1
+    assert steps[-1].progress == 1.0  # p_true 0.993 >= 0.8
+    # The success score is the mean p_true of the last 3 prefixes: (0.0025 + 0.0025 + 0.993) / 3 < 0.8.
+    assert all(s.success is None for s in steps)
+
+
+def test_causal_progress_on_log_prob_true():
+    from topreward_ros.core.online import OnlineEpisode, SuccessConfig
+    from topreward_ros.core.scorer import PrefixScore
+
+    episode = OnlineEpisode(SuccessConfig(threshold=-1.0, consecutive=2, min_episode_duration=1.0))
+    values = [-5.0, -3.0, -4.0, -0.5, -0.2, -0.1]
+    steps = [episode.update(PrefixScore(k + 1, k * 0.5, k * 0.5, v, -1.0)) for k, v in enumerate(values)]
+    # min-max over the values so far, the top never below the threshold: -3 is (−3+5)/(−1+5) = 0.5
+    assert [round(s.progress, 3) for s in steps[:3]] == [0.0, 0.5, 0.25]
+    assert steps[3].progress == 1.0
+    assert sum(s.reward for s in steps) == pytest.approx(steps[-1].progress)
+    # mean of the last 3: -2.5 (k=3), -1.567 (k=4), -0.267 (k=5): 1st at or above -1 at k=5; needs 2 in a row
+    fired = [k for k, s in enumerate(steps) if s.success is not None]
+    assert fired == [] and episode.consecutive == 1

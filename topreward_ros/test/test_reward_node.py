@@ -122,7 +122,8 @@ def stamp(msg) -> float:
 
 def test_progress_equals_offline_values(harness, backend):
     h = harness()
-    frames, times = random_frames(8, seed=11), [100.0 + 0.5 * k for k in range(8)]
+    base = time.time() - 5.0  # stamped like a live camera that is a few seconds behind
+    frames, times = random_frames(8, seed=11), [base + 0.5 * k for k in range(8)]
     for frame, t in zip(frames, times, strict=True):
         h.send(frame, t)
         time.sleep(0.05)
@@ -138,7 +139,8 @@ def test_progress_equals_offline_values(harness, backend):
         assert msg.p_true == pytest.approx(ref.p_true, abs=1e-4)
         assert stamp(msg) == pytest.approx(times[msg.num_frames - 1], abs=1e-6)
         assert msg.elapsed == pytest.approx(times[msg.num_frames - 1] - times[0], abs=1e-6)
-        assert 0.0 <= msg.progress <= 1.0 and msg.latency > 0.0 and msg.model == h.node._backend.name
+        assert 0.0 <= msg.progress <= 1.0 and msg.model == h.node._backend.name
+        assert 0.0 < msg.latency < time.time() - stamp(msg) + 0.1  # capture to publication, before arrival
     # reward is the change of progress since the previous message (potential-based shaping).
     progress = [0.0] + [m.progress for m in h.progress]
     for k, msg in enumerate(h.progress):
@@ -372,8 +374,10 @@ def test_diagnostics(harness):
 
 
 def test_lifecycle_cleanup_frees_model(harness):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
     h = harness()
-    assert h.node.trigger_deactivate() is not None
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert h.node._worker is None and h.node._state == "inactive"
     h.node.trigger_cleanup()
     assert h.node._backend is None and h.node._state == "unconfigured"
@@ -400,3 +404,71 @@ def test_stamp_going_back_is_rejected_until_reset(harness):
     h.call("/topreward/reset")
     h.send(random_frames(1, seed=93)[0], 10.0)
     assert wait_until(lambda: h.progress[-1].episode_id == 1)
+
+
+def test_unusual_encodings_converted_and_garbage_survived(harness, backend):
+    h = harness()
+    frames = random_frames(3, seed=94)
+    h.send(frames[0], 1.0, encoding="RGB8")  # upper case, as some drivers write it
+    uyvy = Image(height=64, width=64, encoding="yuv422", step=128, data=bytes(64 * 128))
+    uyvy.header.stamp.sec = 2
+    h.publisher("/cam/image_raw").publish(uyvy)
+    odd = Image(height=64, width=64, encoding="mono8", step=64, data=bytes(64 * 64 - 1))  # one byte short
+    odd.header.stamp.sec = 3
+    h.publisher("/cam/image_raw").publish(odd)
+    h.send(frames[2], 3.5)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
+    assert h.node._cameras[0].rejected == 1 and h.node._worker.alive
+
+
+def test_reactivation_starts_a_new_episode_and_success_stays_once(harness):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    h = harness(success_threshold=-100.0, success_consecutive=1)
+    for k, frame in enumerate(random_frames(2, seed=95)):
+        h.send(frame, 1.0 + 0.5 * k)
+    assert wait_until(lambda: h.success and h.progress and h.progress[-1].num_frames == 2)
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    for k, frame in enumerate(random_frames(2, seed=96)):
+        h.send(frame, 5.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress[-1].episode_id == 1 and h.progress[-1].num_frames == 2)
+    time.sleep(0.3)
+    assert [m.episode_id for m in h.success] == [0, 1]
+
+
+def test_whitespace_instruction_and_bad_names_rejected(harness):
+    h = harness()
+    for name, value, reason in [("instruction", "   ", "whitespace"), ("camera_topics", ["bad topic"], "topic name"),
+                                ("reset_service", "bad name!", "name")]:
+        result = h.node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and reason in result.reason, (name, result.reason)
+
+
+def test_configure_failure_is_reported_and_recoverable(ros_context, tiny_model_path, tmp_path):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node = RewardNode(context=ros_context, parameter_overrides=[
+        Parameter("model", value=str(tmp_path / "missing")), Parameter("autostart", value=False),
+        Parameter("device", value="cpu"), Parameter("instruction", value=TASK), Parameter("sample_fps", value=1)])
+    try:
+        assert node.get_parameter("sample_fps").value == 1.0  # an integer given for a float parameter
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._state == "unconfigured" and node._backend is None
+        assert node.set_parameters([Parameter("model", value=str(tiny_model_path))])[0].successful
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._backend is not None
+    finally:
+        node.destroy_node()
+
+
+def test_reward_node_bad_startup_parameter_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "topreward_ros.reward_node", "--ros-args", "-p", "device:=quantum"],
+                            capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                              "ROS_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "reward_node: error:" in result.stderr
+    assert "cuda:N" in result.stderr

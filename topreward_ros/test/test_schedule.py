@@ -72,3 +72,16 @@ def test_halving_equals_sampling_at_half_rate_from_the_start():
 def test_invalid_config(bad):
     with pytest.raises(ValueError):
         ScheduleConfig(**bad)
+
+
+@pytest.mark.parametrize("camera_fps", [1.0, 0.25])
+def test_cap_holds_for_a_camera_slower_than_sample_fps(camera_fps):
+    s = FrameSchedule(ScheduleConfig(sample_fps=2.0, max_frames=4))
+    generations = []
+    for k in range(40):
+        s.offer(FRAME, k / camera_fps)
+        assert len(s) <= 4
+        generations.append(s.generation)
+    # The cache is invalidated only when frames are dropped, never by a halving that drops nothing.
+    drops = sum(1 for a, b in zip(generations, generations[1:], strict=False) if b > a)
+    assert s.generation == drops <= s.halvings

@@ -101,3 +101,28 @@ def test_empty_instruction_rejected(backend):
 def test_frame_size_must_fit_patch_grid(backend):
     with pytest.raises(ValueError, match="multiple of 32"):
         StreamingScorer(backend, "x", ScheduleConfig(frame_size=(100, 100)))
+
+
+def test_cache_recovers_after_a_failed_forward(backend, monkeypatch):
+    scorer = StreamingScorer(backend, "stack the blocks", SMALL)
+    frames = random_frames(6, seed=12)
+    for k in range(4):
+        scorer.append(frames[k], 0.5 * k)
+        scorer.score()
+    head = backend.model.lm_head
+    original = head.forward
+    calls = {"n": 0}
+
+    def fail_once(*args, **kwargs):  # an out-of-memory error after the layers already grew the cache
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated CUDA out of memory")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(head, "forward", fail_once)
+    scorer.append(frames[4], 2.0)
+    with pytest.raises(RuntimeError, match="simulated"):
+        scorer.score()
+    scorer.append(frames[5], 2.5)
+    for n in (6, 5, 3):
+        assert_matches_full_recompute(scorer, scorer.score(n))

@@ -1,10 +1,13 @@
 """sensor_msgs Image / CompressedImage -> RGB uint8 arrays, through the cv_bridge API."""
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 
 RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422_yuy2", "yuv422")
+_YUV422 = {"yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2, "yuv422": cv2.COLOR_YUV2RGB_UYVY}  # YUYV, UYVY byte order
 
 
 class ImageConversionError(ValueError):
@@ -29,11 +32,17 @@ def image_to_rgb(msg, bridge=None) -> np.ndarray:
         raise ImageConversionError(
             f"{encoding} image {msg.width}x{msg.height} with step {msg.step} needs {msg.step * msg.height} bytes, "
             f"got {len(msg.data)}")
-    if encoding == "yuv422_yuy2":  # YUYV byte order; not every cv_bridge release knows it
+    if encoding in _YUV422:  # packed 4:2:2; not every cv_bridge release knows both byte orders
         data = np.frombuffer(msg.data, np.uint8, msg.step * msg.height).reshape(msg.height, msg.step)
-        yuyv = data[:, : msg.width * 2].reshape(msg.height, msg.width, 2)
-        return cv2.cvtColor(yuyv, cv2.COLOR_YUV2RGB_YUY2)
-    return np.ascontiguousarray((bridge or _bridge()).imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+        packed = data[:, : msg.width * 2].reshape(msg.height, msg.width, 2)
+        return cv2.cvtColor(packed, _YUV422[encoding])
+    if msg.encoding != encoding:  # cv_bridge knows only the lower-case names
+        msg = copy.copy(msg)
+        msg.encoding = encoding
+    try:
+        return np.ascontiguousarray((bridge or _bridge()).imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    except Exception as exc:  # cv_bridge raises KeyError, its own CvBridgeError, or cv2 errors
+        raise ImageConversionError(f"cv_bridge cannot convert {encoding}: {type(exc).__name__}: {exc}") from exc
 
 
 def compressed_to_rgb(msg, bridge=None) -> np.ndarray:

@@ -81,8 +81,25 @@ def _descriptor(param: Param) -> ParameterDescriptor:
 
 
 def declare_parameters(node) -> None:
+    from rclpy.parameter import Parameter
+
+    # `sample_fps: 2` in a YAML file is an integer; rclpy would refuse it for a float parameter.
+    overrides = getattr(node, "_parameter_overrides", {})
     for param in PARAMETERS:
+        given = overrides.get(param.name)
+        if isinstance(param.default, float) and given is not None and given.type_ == Parameter.Type.INTEGER:
+            overrides[param.name] = Parameter(param.name, Parameter.Type.DOUBLE, float(given.value))
         node.declare_parameter(param.name, param.default, _descriptor(param))
+
+
+def _name_error(name: str, service: bool = False) -> str | None:
+    from rclpy.validate_topic_name import validate_topic_name
+
+    try:
+        validate_topic_name(name, is_service=service)
+    except Exception as exc:  # rclpy's InvalidTopicNameException / InvalidServiceNameException
+        return str(exc).splitlines()[0]
+    return None
 
 
 def validate(name: str, value) -> str | None:
@@ -95,9 +112,16 @@ def validate(name: str, value) -> str | None:
         v = str(value)
         if not (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())):
             return f"must be auto, cpu, cuda or cuda:N, got {value!r}"
+    if name == "instruction" and value and not str(value).strip():
+        return "must not be only whitespace (an empty string means: no task yet)"
     if name == "camera_topics":
-        if not value or any(not str(t).strip() for t in value):
-            return "needs at least one non-empty topic name"
+        if not value:
+            return "needs at least one topic"
+        for topic in value:
+            if error := _name_error(topic):
+                return error
+    if name == "reset_service" and value and (error := _name_error(value, service=True)):
+        return error
     if name == "frame_size":
         if len(value) != 2 or any(v < 32 or v % 32 for v in value):
             return f"must be [height, width], each a multiple of 32 and >= 32, got {list(value)}"

@@ -55,14 +55,26 @@ class ReplayNode(Node):
         self.camera.publish(msg)
 
 
+def _positive(text: str) -> float:
+    if not float(text) > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return float(text)
+
+
+def _positive_int(text: str) -> int:
+    if int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="replay_video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="video file")
     parser.add_argument("--topic", default="/camera/camera/color/image_raw", help="sensor_msgs/Image topic")
     parser.add_argument("--frame-id", default="replay_camera", help="header.frame_id of the frames")
-    parser.add_argument("--loops", type=int, default=1, help="times to play the video (one episode each)")
-    parser.add_argument("--speed", type=float, default=1.0, help="playback speed factor")
+    parser.add_argument("--loops", type=_positive_int, default=1, help="times to play the video (one episode each)")
+    parser.add_argument("--speed", type=_positive, default=1.0, help="playback speed factor")
     parser.add_argument("--reset-service", default="/topreward/reset", help="called before every loop after the "
                         "first; empty: never")
     parser.add_argument("--node", default="/topreward", help="the reward node, whose progress is printed")

@@ -34,7 +34,7 @@ from .core.scorer import StreamingScorer
 from .core.tiling import tile_views
 from .core.tiny_model import TINY_MODEL_NAME, TINY_WARNING
 from .core.worker import InferenceWorker
-from .image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+from .image_conversion import compressed_to_rgb, image_to_rgb
 from .parameters import RUNTIME_PARAMETERS, declare_parameters, validate
 
 NODE_NAME = "topreward"
@@ -58,6 +58,7 @@ class CameraStats:
     rejected: int = 0
     window_start: float = field(default_factory=time.monotonic)
     window_count: int = 0
+    episode: int = -1  # episode the stamps below belong to
     latest: object = None  # newest message; secondary views are converted only when tiled
     latest_time: float = float("-inf")
 
@@ -142,9 +143,9 @@ class RewardNode(LifecycleNode):
             self._scorer = StreamingScorer(self._backend, instruction or "(no instruction yet)",
                                            self._schedule_config(), prompt)
             self._success = self._success_config()
-        except (ModelLoadError, ValueError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            self._backend = None
+        except Exception as exc:  # rclpy would turn it into an unlogged ERROR transition
+            self.get_logger().error(f"configure failed: {exc if isinstance(exc, ModelLoadError) else repr(exc)}")
+            self._backend = self._scorer = None
             return TransitionCallbackReturn.FAILURE
         self._buffer = EpisodeBuffer(self._schedule_config(), instruction)
         if not instruction:
@@ -166,6 +167,16 @@ class RewardNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._start_cameras_and_worker()
+        except Exception as exc:  # rclpy would turn it into an unlogged ERROR transition
+            self.get_logger().error(f"activate failed: {exc!r}")
+            self._stop_cameras_and_worker()
+            return TransitionCallbackReturn.FAILURE
+        self._state = "active"
+        return super().on_activate(state)
+
+    def _start_cameras_and_worker(self) -> None:
         qos = QoSProfile(depth=self._p("qos_depth"), history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE if self._p("qos_reliability") == "reliable"
                          else ReliabilityPolicy.BEST_EFFORT)
@@ -184,18 +195,22 @@ class RewardNode(LifecycleNode):
         self._worker = InferenceWorker(self._scorer, self._buffer, self._success, self._on_step,
                                        self._on_episode_end, self._on_worker_error)
         self._worker.start()
-        self._state = "active"
-        return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_cameras_and_worker()
+        # Deactivation ends the episode: after activation progress and success start afresh, so an
+        # episode can never report success twice.
+        self._new_episode(None)
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    def _stop_cameras_and_worker(self) -> None:
         for sub in self._subscriptions_list:
             self.destroy_subscription(sub)
         self._subscriptions_list.clear()
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
-        self._state = "inactive"
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.destroy_lifecycle_publisher(self._progress_pub)
@@ -212,9 +227,7 @@ class RewardNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        self._stop_cameras_and_worker()
         return TransitionCallbackReturn.SUCCESS
 
     # ---------------------------------------------------------------- inputs
@@ -239,6 +252,9 @@ class RewardNode(LifecycleNode):
         camera.received += 1
         camera.window_count += 1
         t = self._capture_time(msg)
+        episode = self._buffer.episode_id
+        if camera.episode != episode:  # stamps may start over with a new episode (a replayed recording)
+            camera.episode, camera.latest, camera.latest_time = episode, None, float("-inf")
         if t < camera.latest_time:
             self._reject(camera, f"stamp went back {camera.latest_time - t:.3f} s (replaying a recording? call "
                                  "~/reset between episodes)")
@@ -246,7 +262,7 @@ class RewardNode(LifecycleNode):
         camera.latest, camera.latest_time = msg, t
         if index > 0:
             return
-        if not self._buffer.wants(t):
+        if self._buffer.admit(t) is None:
             if not self._buffer.instruction:
                 self.get_logger().warning("no instruction yet: publish one on ~/instruction",
                                           throttle_duration_sec=10.0)
@@ -256,11 +272,12 @@ class RewardNode(LifecycleNode):
             if len(self._cameras) > 1:
                 frame = tile_views([frame] + [self._secondary_view(c, t) for c in self._cameras[1:]],
                                    self._buffer.config.frame_size)
-        except (ImageConversionError, ValueError) as exc:
+        except Exception as exc:  # whatever a message holds, a bad frame must not stop the executor
             self._reject(camera, str(exc))
             return
         self._frame_id = msg.header.frame_id
-        self._buffer.offer(frame, t)
+        # Dropped if a reset came in meanwhile: a frame of the old episode never starts the next one.
+        self._buffer.offer(frame, t, episode)
 
     def _secondary_view(self, camera: CameraStats, t: float):
         if camera.latest is None or abs(camera.latest_time - t) > self._p("max_view_skew"):
@@ -269,7 +286,7 @@ class RewardNode(LifecycleNode):
             return None
         try:
             return self._to_rgb(camera.latest)
-        except ImageConversionError as exc:
+        except Exception as exc:
             self._reject(camera, str(exc))
             return None
 
@@ -297,8 +314,6 @@ class RewardNode(LifecycleNode):
     def _new_episode(self, instruction: str | None) -> int:
         with self._publish_lock:  # a result of the old episode can no longer be published after this
             episode = self._buffer.new_episode(instruction)
-        for camera in self._cameras:  # a new episode may replay older stamps (a recording started over)
-            camera.latest, camera.latest_time = None, float("-inf")
         self.get_logger().info(f"episode {episode} started: {self._buffer.instruction!r}")
         return episode
 
@@ -402,8 +417,15 @@ def _free_accelerator_memory() -> None:
 
 
 def main(args: list[str] | None = None) -> int:
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
     rclpy.init(args=args)
-    node = RewardNode()
+    try:
+        node = RewardNode()
+    except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+        print(f"reward_node: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     try:
@@ -411,8 +433,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node._worker is not None:
-            node._worker.stop()
+        node._stop_cameras_and_worker()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -115,7 +115,7 @@ class Qwen3VLBackend:
                 str(path) if path.is_dir() else config.model, dtype=dtype,
                 attn_implementation=_attn_implementation(config.attn_implementation, device), **kwargs,
             )
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # missing files, no hub, corrupt weights, an absent attention package, ...
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"cannot load model {config.model!r}: {first_line}") from exc
         if model.config.model_type not in _QWEN3_VL_TYPES:

@@ -42,10 +42,30 @@ def _prefix_count(text: str) -> int | None:
 def _frame_size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     try:
+        if len(parts) not in (1, 2):
+            raise ValueError
         h, w = (int(parts[0]), int(parts[-1]))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH or SIZE, got {text}") from None
     return h, w
+
+
+def _check_output(path: Path | None, plot: bool = False) -> None:
+    """Fail before any scoring if an output could not be written afterwards."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give a file name")
+    if plot:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        if path.suffix.lstrip(".").lower() not in formats:
+            raise UsageError(f"cannot plot to {path.name}: use one of .{', .'.join(sorted(formats))}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder of {path}: {exc.strerror}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +128,8 @@ def run_score(args: argparse.Namespace) -> int:
         schedule = ScheduleConfig(sample_fps=args.sample_fps, frame_size=args.frame_size, max_frames=args.max_frames)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _check_output(args.out)
+    _check_output(args.plot, plot=True)
     # The video is read before the model loads: a bad file fails in a second, not after minutes.
     sampled = FrameSchedule(schedule)
     for frame, t in read_frames(args.video, wants=sampled.wants):
@@ -133,14 +155,15 @@ def run_score(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_table(curve)
         print(f"{len(lengths)} prefixes of {scorer.num_frames} sampled frames in {seconds:.2f} s")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(curve.to_json(), indent=1))
-    if args.plot:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        from .plot import plot_curve
+    try:
+        if args.out:
+            args.out.write_text(json.dumps(curve.to_json(), indent=1))
+        if args.plot:
+            from .plot import plot_curve
 
-        plot_curve(curve, args.plot, _thumbnails(scorer.schedule.frames))
+            plot_curve(curve, args.plot, _thumbnails(scorer.schedule.frames))
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     return 0
 
 

@@ -45,6 +45,8 @@ def prefix_lengths(num_frames: int, count: int | None = 15) -> list[int]:
         raise ValueError("no sampled frames")
     if not count or count >= num_frames:
         return list(range(1, num_frames + 1))
+    if count == 1:
+        return [num_frames]
     return sorted({int(round(x)) for x in np.linspace(1, num_frames, count)})
 
 

@@ -50,13 +50,24 @@ class EpisodeBuffer:
         with self._cond:
             return len(self._frames)
 
-    def wants(self, t: float) -> bool:
-        with self._cond:
-            return bool(self._instruction) and self._frames.wants(t)
+    def admit(self, t: float) -> int | None:
+        """The current episode's id if a frame captured at `t` would be kept, else None.
 
-    def offer(self, frame: np.ndarray, t: float) -> bool:
-        """Keep the frame if the schedule samples it (no frames are kept while there is no instruction)."""
+        Cheap: callers convert a frame only once it is admitted, then hand it to `offer` with this id.
+        No frames are kept while there is no instruction.
+        """
         with self._cond:
+            return self._episode_id if self._instruction and self._frames.wants(t) else None
+
+    def offer(self, frame: np.ndarray, t: float, episode_id: int | None = None) -> bool:
+        """Keep the frame if the schedule samples it; returns whether it was kept.
+
+        With `episode_id`, the frame is kept only while that episode is still the current one, so a
+        frame captured before a reset never starts the next episode.
+        """
+        with self._cond:
+            if episode_id is not None and episode_id != self._episode_id:
+                return False
             if not self._instruction or not self._frames.offer(frame, t):
                 return False
             self._cond.notify_all()

@@ -1,8 +1,8 @@
 """Causal progress, step reward and success detection for a live episode (no ROS).
 
 Offline, the paper min-max normalizes over the whole episode. Online only the prefixes so far are
-known, so progress is the min-max over the prefixes so far, with the upper end never below the
-success threshold (when success is judged on raw log p(True)): an episode reaches 1 only once it
+known, so progress is the min-max over the prefixes so far of the success metric (raw log p(True), or
+p_true), with the upper end never below the success threshold: an episode reaches 1 only once it
 looks successful, instead of every new maximum reading as "complete".
 """
 from __future__ import annotations
@@ -71,22 +71,21 @@ class OnlineEpisode:
     consecutive: int = 0
     event: SuccessEvent | None = None
 
-    def _causal_progress(self, raw: float) -> float:
-        values = [s.log_prob_true for s in self.scores]
-        low = min(values)
-        high = max(values)
-        if self.success.metric == "log_prob_true":
-            high = max(high, self.success.threshold)
-        if high <= low:
-            return 1.0 if raw >= high else 0.0
-        return float(np.clip((raw - low) / (high - low), 0.0, 1.0))
+    def _metric(self, score: PrefixScore) -> float:
+        return score.log_prob_true if self.success.metric == "log_prob_true" else score.p_true
+
+    def _causal_progress(self) -> float:
+        values = [self._metric(s) for s in self.scores]
+        low, high = min(values), max(max(values), self.success.threshold)
+        if high <= low:  # the first value already at or above the threshold
+            return 1.0
+        return float(np.clip((values[-1] - low) / (high - low), 0.0, 1.0))
 
     def update(self, score: PrefixScore) -> Step:
         self.scores.append(score)
-        progress = self._causal_progress(score.log_prob_true)
+        progress = self._causal_progress()
         reward, self.progress = progress - self.progress, progress
-        recent = [s.log_prob_true if self.success.metric == "log_prob_true" else s.p_true for s in self.scores]
-        value = success_score(recent, self.success.window)
+        value = success_score([self._metric(s) for s in self.scores], self.success.window)
         self.consecutive = self.consecutive + 1 if value >= self.success.threshold else 0
         fired = None
         if (self.event is None and self.consecutive >= self.success.consecutive

@@ -58,6 +58,7 @@ class FrameSchedule:
         self.frames: list[np.ndarray] = []
         self.times: list[float] = []  # capture times [s], as given
         self._cells: list[int] = []
+        self.halvings = 0  # the grid interval is 2**halvings / sample_fps
         # Increases whenever kept frames are dropped, so a scorer knows its cache is stale.
         self.generation = 0
 
@@ -65,7 +66,7 @@ class FrameSchedule:
         """A snapshot: later offers to either schedule do not show in the other (frames are shared, read-only)."""
         other = FrameSchedule(self.config)
         other.frames, other.times, other._cells = list(self.frames), list(self.times), list(self._cells)
-        other.generation = self.generation
+        other.generation, other.halvings = self.generation, self.halvings
         return other
 
     def __len__(self) -> int:
@@ -82,7 +83,7 @@ class FrameSchedule:
     def _cell(self, t: float) -> int:
         # Cells of the base grid, merged in pairs once per halving: exactly consistent across halvings.
         base = math.floor((t - self.times[0]) * self.config.sample_fps + _EPS)
-        return base >> self.generation
+        return base >> self.halvings
 
     def wants(self, t: float) -> bool:
         """Whether a frame captured at `t` would be kept (cheap: lets callers skip decoding the rest)."""
@@ -97,18 +98,20 @@ class FrameSchedule:
         self.frames.append(resize_frame(frame, self.config.frame_size))
         self.times.append(float(t))
         self._cells.append(self._cell(t))
-        if len(self.frames) > self.config.max_frames:
+        while len(self.frames) > self.config.max_frames:  # a slow camera may need several halvings
             self._halve_rate()
         return True
 
     @property
     def interval(self) -> float:
         """Current grid interval [s]: 1 / sample_fps, doubled at each halving."""
-        return (1 << self.generation) / self.config.sample_fps
+        return (1 << self.halvings) / self.config.sample_fps
 
     def _halve_rate(self) -> None:
         keep = [i for i, c in enumerate(self._cells) if i == 0 or c // 2 != self._cells[i - 1] // 2]
+        if len(keep) < len(self.frames):
+            self.generation += 1
         self.frames = [self.frames[i] for i in keep]
         self.times = [self.times[i] for i in keep]
         self._cells = [self._cells[i] // 2 for i in keep]
-        self.generation += 1
+        self.halvings += 1

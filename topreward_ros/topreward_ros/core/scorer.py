@@ -115,6 +115,15 @@ class StreamingScorer:
         n = self.num_frames if num_frames is None else num_frames
         if not 1 <= n <= self.num_frames:
             raise ValueError(f"prefix of {n} frames requested, {self.num_frames} sampled")
+        try:
+            return self._score(n)
+        except BaseException:
+            # A forward pass that failed half-way (out of memory, say) leaves the cache in an unknown
+            # state: start it over rather than score on top of it.
+            self._drop_cache()
+            raise
+
+    def _score(self, n: int) -> PrefixScore:
         if self._cache_generation != self.schedule.generation:
             self._drop_cache()  # frames were thinned out: rebuild once
         full = n // 2

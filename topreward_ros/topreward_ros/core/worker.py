@@ -64,9 +64,9 @@ class InferenceWorker:
             try:
                 if snapshot.episode_id != self._episode_id:
                     self._end_episode()
+                    self.scorer.reset(snapshot.instruction, frames=snapshot.frames)  # may reject the task
                     self._episode_id, self._instruction = snapshot.episode_id, snapshot.instruction
                     self._episode = OnlineEpisode(self.success)
-                    self.scorer.reset(snapshot.instruction, frames=snapshot.frames)
                 else:
                     self.scorer.follow(snapshot.frames)
                 if not len(snapshot.frames):
