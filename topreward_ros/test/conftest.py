@@ -42,3 +42,9 @@ def ros_context():
     rclpy.init(context=context, domain_id=next(_domain_ids))
     yield context
     context.try_shutdown()
+
+
+@pytest.fixture
+def domain_id() -> int:
+    """A ROS domain id no other test of this run uses (for tests that start ROS processes)."""
+    return next(_domain_ids)

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)  # the spin thread must be gone before the context is (else: abort)
         node.destroy_node()
         rclpy.try_shutdown()
 
