@@ -262,7 +262,8 @@ class RewardNode(LifecycleNode):
         camera.latest, camera.latest_time = msg, t
         if index > 0:
             return
-        if self._buffer.admit(t) is None:
+        ticket = self._buffer.admit(t)  # the episode this frame is for, if it is sampled at all
+        if ticket is None:
             if not self._buffer.instruction:
                 self.get_logger().warning("no instruction yet: publish one on ~/instruction",
                                           throttle_duration_sec=10.0)
@@ -277,7 +278,7 @@ class RewardNode(LifecycleNode):
             return
         self._frame_id = msg.header.frame_id
         # Dropped if a reset came in meanwhile: a frame of the old episode never starts the next one.
-        self._buffer.offer(frame, t, episode)
+        self._buffer.offer(frame, t, ticket)
 
     def _secondary_view(self, camera: CameraStats, t: float):
         if camera.latest is None or abs(camera.latest_time - t) > self._p("max_view_skew"):
