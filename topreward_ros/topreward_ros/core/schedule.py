@@ -72,10 +72,6 @@ class FrameSchedule:
     def __len__(self) -> int:
         return len(self.frames)
 
-    @property
-    def start_time(self) -> float | None:
-        return self.times[0] if self.times else None
-
     def relative_times(self) -> list[float]:
         """Seconds since the episode's first frame, the clock the model's timestamps use."""
         return [t - self.times[0] for t in self.times]
