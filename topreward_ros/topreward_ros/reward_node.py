@@ -140,14 +140,15 @@ class RewardNode(LifecycleNode):
             prompt = PromptConfig(prefix=self._p("prompt_prefix"), suffix=self._p("prompt_suffix"),
                                   chat_template=self._p("chat_template"))
             instruction = self._p("instruction")
-            self._scorer = StreamingScorer(self._backend, instruction or "(no instruction yet)",
-                                           self._schedule_config(), prompt)
+            schedule = self._schedule_config()
+            # The scorer needs some task; the worker resets it with the real one before scoring.
+            self._scorer = StreamingScorer(self._backend, instruction or "(no instruction yet)", schedule, prompt)
             self._success = self._success_config()
         except Exception as exc:  # rclpy would turn it into an unlogged ERROR transition
             self.get_logger().error(f"configure failed: {exc if isinstance(exc, ModelLoadError) else repr(exc)}")
             self._backend = self._scorer = None
             return TransitionCallbackReturn.FAILURE
-        self._buffer = EpisodeBuffer(self._schedule_config(), instruction)
+        self._buffer = EpisodeBuffer(schedule, instruction)
         if not instruction:
             self.get_logger().warning("no instruction: frames are ignored until one arrives on ~/instruction "
                                       "or the instruction parameter is set")

@@ -109,10 +109,11 @@ class Qwen3VLBackend:
                 raise ModelLoadError(f"model directory {path} does not exist")
             _check_local_checkpoint(path)
         kwargs = {"trust_remote_code": config.trust_remote_code}
+        source = str(path) if path.is_dir() else config.model
         try:
-            processor = AutoProcessor.from_pretrained(str(path) if path.is_dir() else config.model, **kwargs)
+            processor = AutoProcessor.from_pretrained(source, **kwargs)
             model = AutoModelForImageTextToText.from_pretrained(
-                str(path) if path.is_dir() else config.model, dtype=dtype,
+                source, dtype=dtype,
                 attn_implementation=_attn_implementation(config.attn_implementation, device), **kwargs,
             )
         except Exception as exc:  # missing files, no hub, corrupt weights, an absent attention package, ...
@@ -145,6 +146,10 @@ class Qwen3VLBackend:
         grid = torch.tensor([[1, h, w]] * t, device=self.device)
         return pixels, grid
 
+    def _modality_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Qwen3-VL's token types: 2 for video tokens, 0 for text."""
+        return (input_ids == self.video_token_id).int() * 2
+
     @torch.inference_mode()
     def forward(self, ids: list[int], start: int, cache, pixels: torch.Tensor | None = None,
                 grid: torch.Tensor | None = None, logits_to_keep: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +160,7 @@ class Qwen3VLBackend:
         positions are the model's own rope index of the chunk alone, shifted by `start`.
         """
         input_ids = torch.tensor([ids], device=self.device)
-        mm_types = (input_ids == self.video_token_id).int() * 2
+        mm_types = self._modality_types(input_ids)
         position_ids, _ = self.model.model.get_rope_index(input_ids, mm_types, video_grid_thw=grid)
         position_ids = position_ids + start
         out = self.model(
@@ -171,7 +176,7 @@ class Qwen3VLBackend:
         input_ids = torch.tensor([ids], device=self.device)
         out = self.model(
             input_ids=input_ids, pixel_values_videos=pixels, video_grid_thw=grid,
-            mm_token_type_ids=(input_ids == self.video_token_id).int() * 2, use_cache=False,
+            mm_token_type_ids=self._modality_types(input_ids), use_cache=False,
         )
         return out.logits[0, -2].float()
 
@@ -189,7 +194,7 @@ def model_available(name: str, timeout: float = 3.0) -> bool:
     import os
     import socket
 
-    if Path(name).expanduser().is_dir():
+    if name == TINY_MODEL_NAME or Path(name).expanduser().is_dir():
         return True
     from huggingface_hub import try_to_load_from_cache
 

@@ -74,8 +74,7 @@ class OnlineEpisode:
     def _metric(self, score: PrefixScore) -> float:
         return score.log_prob_true if self.success.metric == "log_prob_true" else score.p_true
 
-    def _causal_progress(self) -> float:
-        values = [self._metric(s) for s in self.scores]
+    def _causal_progress(self, values: list[float]) -> float:
         low, high = min(values), max(max(values), self.success.threshold)
         if high <= low:  # the first value already at or above the threshold
             return 1.0
@@ -83,9 +82,10 @@ class OnlineEpisode:
 
     def update(self, score: PrefixScore) -> Step:
         self.scores.append(score)
-        progress = self._causal_progress()
+        values = [self._metric(s) for s in self.scores]
+        progress = self._causal_progress(values)
         reward, self.progress = progress - self.progress, progress
-        value = success_score([self._metric(s) for s in self.scores], self.success.window)
+        value = success_score(values, self.success.window)
         self.consecutive = self.consecutive + 1 if value >= self.success.threshold else 0
         fired = None
         if (self.event is None and self.consecutive >= self.success.consecutive
