@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
-from topreward_ros.core.backend import ModelConfig, Qwen3VLBackend
+from topreward_ros.core.backend import Qwen3VLBackend
 from topreward_ros.core.curve import prefix_lengths
-from topreward_ros.core.schedule import ScheduleConfig
 from topreward_ros.core.scorer import StreamingScorer
+from topreward_ros.core.types import ModelConfig, ScheduleConfig
 
 
 def synthetic_episode(count: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:

@@ -23,7 +23,8 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def backend(tiny_model_path):
-    from topreward_ros.core.backend import ModelConfig, Qwen3VLBackend
+    from topreward_ros.core.backend import Qwen3VLBackend
+    from topreward_ros.core.types import ModelConfig
 
     return Qwen3VLBackend.load(ModelConfig(model=str(tiny_model_path), device="cpu", dtype="float32"))
 

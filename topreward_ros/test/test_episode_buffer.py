@@ -6,7 +6,7 @@ import threading
 import numpy as np
 
 from topreward_ros.core.episode_buffer import EpisodeBuffer
-from topreward_ros.core.schedule import ScheduleConfig
+from topreward_ros.core.types import ScheduleConfig
 
 FRAME = np.zeros((32, 32, 3), np.uint8)
 

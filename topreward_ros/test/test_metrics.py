@@ -57,8 +57,8 @@ def test_prefix_lengths_distinct_and_end_at_full_episode():
 
 
 def test_causal_progress_on_p_true_is_capped_by_the_threshold():
-    from topreward_ros.core.online import OnlineEpisode, SuccessConfig
-    from topreward_ros.core.scorer import PrefixScore
+    from topreward_ros.core.online import OnlineEpisode
+    from topreward_ros.core.types import PrefixScore, SuccessConfig
 
     episode = OnlineEpisode(SuccessConfig(threshold=0.8, metric="p_true", consecutive=1, min_episode_duration=0))
     steps = []
@@ -71,8 +71,8 @@ def test_causal_progress_on_p_true_is_capped_by_the_threshold():
 
 
 def test_causal_progress_on_log_prob_true():
-    from topreward_ros.core.online import OnlineEpisode, SuccessConfig
-    from topreward_ros.core.scorer import PrefixScore
+    from topreward_ros.core.online import OnlineEpisode
+    from topreward_ros.core.types import PrefixScore, SuccessConfig
 
     episode = OnlineEpisode(SuccessConfig(threshold=-1.0, consecutive=2, min_episode_duration=1.0))
     values = [-5.0, -3.0, -4.0, -0.5, -0.2, -0.1]

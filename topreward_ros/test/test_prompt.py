@@ -7,8 +7,8 @@ import torch
 from conftest import random_frames
 
 from topreward_ros.core.prompt import PromptConfig, PromptTokens
-from topreward_ros.core.schedule import ScheduleConfig
 from topreward_ros.core.scorer import StreamingScorer
+from topreward_ros.core.types import ScheduleConfig
 
 INSTRUCTION = "put the red cube in the box"
 

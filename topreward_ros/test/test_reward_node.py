@@ -17,9 +17,9 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from topreward_msgs.msg import Progress, SuccessDetected
-from topreward_ros.core.schedule import ScheduleConfig
 from topreward_ros.core.scorer import StreamingScorer
 from topreward_ros.core.tiling import tile_views
+from topreward_ros.core.types import ScheduleConfig
 from topreward_ros.reward_node import RewardNode
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -244,7 +244,7 @@ def test_stale_result_dropped_after_reset(harness):
     step_of_episode_0 = h.node._worker._episode.scores[-1]
     h.call("/topreward/reset")
     before = len(h.progress)
-    from topreward_ros.core.online import Step
+    from topreward_ros.core.types import Step
 
     h.node._on_step(0, TASK, Step(step_of_episode_0, 0.5, 0.1, None), 0.01)
     time.sleep(0.3)

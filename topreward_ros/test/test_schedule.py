@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from topreward_ros.core.schedule import FrameSchedule, ScheduleConfig
+from topreward_ros.core.schedule import FrameSchedule
+from topreward_ros.core.types import ScheduleConfig
 
 FRAME = np.zeros((48, 64, 3), np.uint8)
 

@@ -5,8 +5,8 @@ import pytest
 from conftest import random_frames
 
 from topreward_ros.core.curve import prefix_lengths, score_curve
-from topreward_ros.core.schedule import ScheduleConfig
 from topreward_ros.core.scorer import StreamingScorer
+from topreward_ros.core.types import ScheduleConfig
 
 TOL = 1e-4
 SMALL = ScheduleConfig(sample_fps=2.0, frame_size=(64, 64), max_frames=64)

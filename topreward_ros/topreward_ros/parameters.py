@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from .core.backend import DEFAULT_MODEL
-from .core.online import SUCCESS_METRICS
 from .core.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX
+from .core.types import DEFAULT_MODEL, SUCCESS_METRICS
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ from std_srvs.srv import Trigger
 
 from topreward_msgs.msg import Progress, SuccessDetected
 
-from .core.backend import ModelConfig, ModelLoadError, Qwen3VLBackend
+from .core.backend import ModelLoadError, Qwen3VLBackend
 from .core.episode_buffer import EpisodeBuffer
-from .core.online import OnlineEpisode, Step, SuccessConfig
+from .core.online import OnlineEpisode
 from .core.prompt import PromptConfig
-from .core.schedule import ScheduleConfig
 from .core.scorer import StreamingScorer
 from .core.tiling import tile_views
 from .core.tiny_model import TINY_MODEL_NAME, TINY_WARNING
+from .core.types import ModelConfig, ScheduleConfig, Step, SuccessConfig
 from .core.worker import InferenceWorker
 from .image_conversion import compressed_to_rgb, image_to_rgb
 from .parameters import RUNTIME_PARAMETERS, declare_parameters, validate

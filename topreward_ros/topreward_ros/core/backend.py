@@ -2,31 +2,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .tiny_model import TINY_MODEL_NAME, tiny_model_dir
+from .types import ModelConfig
 
-DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 _QWEN3_VL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
 
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says why in one line."""
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which checkpoint to load, and where and how to run it."""
-
-    model: str = DEFAULT_MODEL  # hub id or local directory
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    attn_implementation: str = "auto"  # auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | ...
-    trust_remote_code: bool = False
 
 
 def resolve_device(name: str) -> torch.device:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import DEFAULT_MODEL, ModelConfig, ModelLoadError, Qwen3VLBackend
+from .backend import ModelLoadError, Qwen3VLBackend
 from .curve import Curve, prefix_lengths, score_curve
 from .prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX, PromptConfig
-from .schedule import FrameSchedule, ScheduleConfig, resize_frame
+from .schedule import FrameSchedule, resize_frame
 from .scorer import StreamingScorer
 from .tiny_model import TINY_MODEL_NAME, TINY_WARNING
+from .types import DEFAULT_MODEL, ModelConfig, ScheduleConfig
 from .video import VideoReadError, read_frames
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schedule import FrameSchedule, ScheduleConfig
+from .schedule import FrameSchedule
+from .types import ScheduleConfig
 
 
 @dataclass(frozen=True)

@@ -12,53 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .metrics import dense_rewards, minmax_normalize, success_score
-from .scorer import PrefixScore
-
-SUCCESS_METRICS = ("log_prob_true", "p_true")
-
-
-@dataclass(frozen=True)
-class SuccessConfig:
-    """When an episode counts as successful."""
-
-    threshold: float = -0.5  # in the metric's unit: nats for log_prob_true, probability for p_true
-    consecutive: int = 2  # evaluations in a row at or above the threshold
-    min_episode_duration: float = 2.0  # [s] no event before this much of the episode was seen
-    metric: str = "log_prob_true"  # mean of the last 3 raw log p(True) (paper), or of the last 3 p_true
-    window: int = 3
-
-    def __post_init__(self) -> None:
-        if self.metric not in SUCCESS_METRICS:
-            raise ValueError(f"success metric must be one of {SUCCESS_METRICS}, got {self.metric!r}")
-        if self.metric == "p_true" and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"a p_true threshold must be in [0, 1], got {self.threshold}")
-        if self.metric == "log_prob_true" and self.threshold > 0.0:
-            raise ValueError(f"a log_prob_true threshold must be <= 0 (a log-probability), got {self.threshold}")
-        if self.consecutive < 1 or self.window < 1:
-            raise ValueError("success consecutive and window must be >= 1")
-        if self.min_episode_duration < 0:
-            raise ValueError("min_episode_duration must be >= 0")
-
-
-@dataclass(frozen=True)
-class SuccessEvent:
-    """The evaluation at which an episode was judged successful."""
-
-    score: float
-    threshold: float
-    consecutive: int
-    elapsed: float
-    num_frames: int
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one scored prefix means for the live episode."""
-
-    score: PrefixScore
-    progress: float
-    reward: float
-    success: SuccessEvent | None  # set on the one step that fires the episode's event
+from .types import PrefixScore, Step, SuccessConfig, SuccessEvent
 
 
 @dataclass

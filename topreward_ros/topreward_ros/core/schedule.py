@@ -13,30 +13,15 @@ once per halving (amortized constant cost per frame).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from .types import ScheduleConfig
+
 # Grid tolerance, in grid intervals: 30 fps timestamps like 0.4999999 still land in the 0.5 s cell.
 _EPS = 1e-6
 
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Sampling rate, fixed frame size and frame cap of the schedule."""
-
-    sample_fps: float = 2.0
-    frame_size: tuple[int, int] = (256, 256)  # (height, width) in pixels
-    max_frames: int = 64
-
-    def __post_init__(self) -> None:
-        if not (self.sample_fps > 0 and math.isfinite(self.sample_fps)):
-            raise ValueError(f"sample_fps must be a positive number, got {self.sample_fps}")
-        if len(self.frame_size) != 2 or min(self.frame_size) < 32:
-            raise ValueError(f"frame_size must be (height, width) of at least 32 pixels, got {self.frame_size}")
-        if self.max_frames < 2:
-            raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -7,31 +7,13 @@ a new prefix is proportional to the new pair's tokens plus the question, not to 
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from .backend import Qwen3VLBackend
 from .prompt import PromptConfig, PromptTokens
-from .schedule import FrameSchedule, ScheduleConfig
-
-
-@dataclass(frozen=True)
-class PrefixScore:
-    """TOPReward values of one prefix."""
-
-    num_frames: int  # sampled frames in the prefix
-    time: float  # capture time of the prefix's newest frame [s], on the caller's clock
-    elapsed: float  # time since the episode's first frame [s]
-    log_prob_true: float
-    log_prob_false: float
-
-    @property
-    def p_true(self) -> float:
-        """p(True) / (p(True) + p(False))."""
-        return 1.0 / (1.0 + math.exp(self.log_prob_false - self.log_prob_true))
+from .schedule import FrameSchedule
+from .types import PrefixScore, ScheduleConfig
 
 
 class StreamingScorer:

@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 
 from .episode_buffer import EpisodeBuffer
-from .online import OnlineEpisode, Step, SuccessConfig
+from .online import OnlineEpisode
 from .scorer import StreamingScorer
+from .types import Step, SuccessConfig
 
 StepCallback = Callable[[int, str, Step, float], None]  # episode id, instruction, step, inference [s]
 EpisodeEndCallback = Callable[[int, str, OnlineEpisode], None]

@@ -1,0 +1,99 @@
+"""Plain data of the core: configurations and results.
+
+Imports neither torch, cv2 nor rclpy, so a learner, a notebook or a parameter check imports it in milliseconds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
+SUCCESS_METRICS = ("log_prob_true", "p_true")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which checkpoint to load, and where and how to run it."""
+
+    model: str = DEFAULT_MODEL  # hub id or local directory
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    attn_implementation: str = "auto"  # auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | ...
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Sampling rate, fixed frame size and frame cap of the schedule."""
+
+    sample_fps: float = 2.0
+    frame_size: tuple[int, int] = (256, 256)  # (height, width) in pixels
+    max_frames: int = 64
+
+    def __post_init__(self) -> None:
+        if not (self.sample_fps > 0 and math.isfinite(self.sample_fps)):
+            raise ValueError(f"sample_fps must be a positive number, got {self.sample_fps}")
+        if len(self.frame_size) != 2 or min(self.frame_size) < 32:
+            raise ValueError(f"frame_size must be (height, width) of at least 32 pixels, got {self.frame_size}")
+        if self.max_frames < 2:
+            raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
+
+
+@dataclass(frozen=True)
+class SuccessConfig:
+    """When an episode counts as successful."""
+
+    threshold: float = -0.5  # in the metric's unit: nats for log_prob_true, probability for p_true
+    consecutive: int = 2  # evaluations in a row at or above the threshold
+    min_episode_duration: float = 2.0  # [s] no event before this much of the episode was seen
+    metric: str = "log_prob_true"  # mean of the last 3 raw log p(True) (paper), or of the last 3 p_true
+    window: int = 3
+
+    def __post_init__(self) -> None:
+        if self.metric not in SUCCESS_METRICS:
+            raise ValueError(f"success metric must be one of {SUCCESS_METRICS}, got {self.metric!r}")
+        if self.metric == "p_true" and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"a p_true threshold must be in [0, 1], got {self.threshold}")
+        if self.metric == "log_prob_true" and self.threshold > 0.0:
+            raise ValueError(f"a log_prob_true threshold must be <= 0 (a log-probability), got {self.threshold}")
+        if self.consecutive < 1 or self.window < 1:
+            raise ValueError("success consecutive and window must be >= 1")
+        if self.min_episode_duration < 0:
+            raise ValueError("min_episode_duration must be >= 0")
+
+
+@dataclass(frozen=True)
+class PrefixScore:
+    """TOPReward values of one prefix."""
+
+    num_frames: int  # sampled frames in the prefix
+    time: float  # capture time of the prefix's newest frame [s], on the caller's clock
+    elapsed: float  # time since the episode's first frame [s]
+    log_prob_true: float
+    log_prob_false: float
+
+    @property
+    def p_true(self) -> float:
+        """p(True) / (p(True) + p(False))."""
+        return 1.0 / (1.0 + math.exp(self.log_prob_false - self.log_prob_true))
+
+
+@dataclass(frozen=True)
+class SuccessEvent:
+    """The evaluation at which an episode was judged successful."""
+
+    score: float
+    threshold: float
+    consecutive: int
+    elapsed: float
+    num_frames: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one scored prefix means for the live episode."""
+
+    score: PrefixScore
+    progress: float
+    reward: float
+    success: SuccessEvent | None  # set on the one step that fires the episode's event
