@@ -72,3 +72,68 @@ def test_uyvy_and_upper_case_encodings():
     packed = np.random.default_rng(1).integers(0, 256, (6, 8, 2), dtype=np.uint8)
     np.testing.assert_array_equal(image_to_rgb(image(packed, "yuv422")), cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_UYVY))
     np.testing.assert_array_equal(image_to_rgb(image(np.ascontiguousarray(RGB[..., ::-1]), "BGR8")), RGB)
+
+
+PADDED = [("rgb8", RGB), ("bgr8", RGB[..., ::-1]),
+          ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 255, np.uint8)])),
+          ("bgra8", np.dstack([RGB[..., ::-1], np.full(RGB.shape[:2], 9, np.uint8)])),
+          ("mono8", np.repeat(RGB[..., :1], 3, axis=2))]
+
+
+@pytest.mark.parametrize("encoding,array", PADDED)
+@pytest.mark.parametrize("pad", [1, 8, 24])
+def test_padded_rows_are_not_sheared(encoding, array, pad):
+    """A step larger than width * channels: each row starts `step` bytes after the last, padding skipped."""
+    source = array[..., :1] if encoding == "mono8" else np.ascontiguousarray(array)
+    msg = image(np.ascontiguousarray(source), encoding, pad=pad)
+    msg.data = bytes(msg.data)[:-pad]  # the last row need not carry its padding
+    expected = RGB if encoding != "mono8" else np.repeat(RGB[..., :1], 3, axis=2)
+    np.testing.assert_array_equal(image_to_rgb(msg), expected)
+
+
+def test_ten_pixel_rgb8_with_step_32():
+    wide = np.arange(2 * 10 * 3, dtype=np.uint8).reshape(2, 10, 3)
+    data = np.zeros((2, 32), np.uint8)
+    data[:, :30] = wide.reshape(2, 30)
+    data[:, 30:] = 255  # padding bytes that must never show up in the picture
+    out = image_to_rgb(Image(height=2, width=10, encoding="rgb8", step=32, data=data.tobytes()))
+    np.testing.assert_array_equal(out, wide)
+
+
+@pytest.mark.parametrize("encoding", ["yuv422_yuy2", "yuv422"])
+def test_padded_yuv_rows(encoding):
+    packed = np.random.default_rng(2).integers(0, 256, (6, 8, 2), dtype=np.uint8)
+    code = cv2.COLOR_YUV2RGB_YUY2 if encoding == "yuv422_yuy2" else cv2.COLOR_YUV2RGB_UYVY
+    np.testing.assert_array_equal(image_to_rgb(image(packed, encoding, pad=16)), cv2.cvtColor(packed, code))
+
+
+def test_reason_codes_and_size_bound():
+    cases = [
+        (Image(height=2, width=2, encoding="32FC1", step=8, data=bytes(16)), "unsupported_encoding"),
+        (Image(height=2, width=4, encoding="rgb8", step=8, data=bytes(64)), "bad_layout"),
+        (Image(height=2, width=3, encoding="yuv422", step=6, data=bytes(12)), "bad_layout"),
+        (Image(height=6, width=8, encoding="rgb8", step=24, data=bytes(10)), "truncated"),
+        (Image(height=0, width=0, encoding="rgb8", step=0), "empty"),
+        (Image(height=5000, width=5000, encoding="mono8", step=5000), "too_large"),
+    ]
+    for msg, reason in cases:
+        with pytest.raises(ImageConversionError) as err:
+            image_to_rgb(msg)
+        assert err.value.reason == reason, (msg.encoding, str(err.value))
+    with pytest.raises(ImageConversionError) as err:
+        image_to_rgb(image(RGB, "rgb8"), max_pixels=47)
+    assert err.value.reason == "too_large" and "max_image_pixels (47)" in str(err.value)
+
+
+def test_compressed_size_is_checked_before_decoding():
+    big = np.zeros((300, 400, 3), np.uint8)
+    for ext in (".jpg", ".png"):
+        data = cv2.imencode(ext, big)[1].tobytes()
+        with pytest.raises(ImageConversionError) as err:
+            compressed_to_rgb(CompressedImage(format="jpeg", data=data), max_pixels=400 * 299)
+        assert err.value.reason == "too_large" and "400x300" in str(err.value)
+        assert compressed_to_rgb(CompressedImage(format="jpeg", data=data), max_pixels=400 * 300).shape == big.shape
+    truncated = cv2.imencode(".jpg", RGB)[1].tobytes()[:40]
+    with pytest.raises(ImageConversionError) as err:
+        compressed_to_rgb(CompressedImage(format="jpeg", data=truncated))
+    assert err.value.reason == "decode_failed"

@@ -1,60 +1,119 @@
-"""sensor_msgs Image / CompressedImage -> RGB uint8 arrays, through the cv_bridge API."""
-from __future__ import annotations
+"""sensor_msgs Image / CompressedImage -> RGB uint8 arrays.
 
-import copy
+Raw images are read as numpy views that honour `step` (drivers pad rows to aligned strides), so a
+padded image is never sheared. Compressed images are decoded by OpenCV from their bytes (JPEG or PNG,
+whatever `format` says). Every rejection carries a short reason code, counted in the node's diagnostics.
+"""
+from __future__ import annotations
 
 import cv2
 import numpy as np
 
-RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422_yuy2", "yuv422")
+# Bytes per pixel of each raw encoding; 4:2:2 YUV packs two pixels in four bytes.
+RAW_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "yuv422_yuy2": 2, "yuv422": 2}
 _YUV422 = {"yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2, "yuv422": cv2.COLOR_YUV2RGB_UYVY}  # YUYV, UYVY byte order
+DEFAULT_MAX_PIXELS = 16_000_000  # a 4K frame is 8.3 MP; anything far larger is a corrupt header
 
 
 class ImageConversionError(ValueError):
-    """The message cannot be turned into an RGB frame; the text says why."""
+    """The message cannot be turned into an RGB frame; `reason` is a short code, the text says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def _bridge():
-    from cv_bridge import CvBridge
-
-    return CvBridge()
-
-
-def image_to_rgb(msg, bridge=None) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a sensor_msgs/Image."""
-    encoding = msg.encoding.lower()
-    if encoding not in RAW_ENCODINGS:
-        raise ImageConversionError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(RAW_ENCODINGS)}")
-    if msg.height == 0 or msg.width == 0:
-        raise ImageConversionError(f"empty image ({msg.width}x{msg.height})")
-    channels = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}.get(encoding, 2)
-    if msg.step < msg.width * channels or len(msg.data) < msg.step * msg.height:
-        raise ImageConversionError(
-            f"{encoding} image {msg.width}x{msg.height} with step {msg.step} needs {msg.step * msg.height} bytes, "
-            f"got {len(msg.data)}")
-    if encoding in _YUV422:  # packed 4:2:2; not every cv_bridge release knows both byte orders
-        data = np.frombuffer(msg.data, np.uint8, msg.step * msg.height).reshape(msg.height, msg.step)
-        packed = data[:, : msg.width * 2].reshape(msg.height, msg.width, 2)
-        return cv2.cvtColor(packed, _YUV422[encoding])
-    if msg.encoding != encoding:  # cv_bridge knows only the lower-case names
-        msg = copy.copy(msg)
-        msg.encoding = encoding
-    try:
-        return np.ascontiguousarray((bridge or _bridge()).imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-    except Exception as exc:  # cv_bridge raises KeyError, its own CvBridgeError, or cv2 errors
-        raise ImageConversionError(f"cv_bridge cannot convert {encoding}: {type(exc).__name__}: {exc}") from exc
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if height == 0 or width == 0:
+        raise ImageConversionError("empty", f"empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageConversionError("too_large", f"image {width}x{height} exceeds max_image_pixels ({max_pixels})")
 
 
-def compressed_to_rgb(msg, bridge=None) -> np.ndarray:
+def _raw_pixels(msg, max_pixels: int) -> tuple[str, np.ndarray]:
+    """(encoding, (H, W, bytes per pixel) view of msg.data) after every check; no pixel is copied."""
+    encoding = msg.encoding.lower()  # some drivers write RGB8
+    channels = RAW_ENCODINGS.get(encoding)
+    if channels is None:
+        raise ImageConversionError("unsupported_encoding", f"unsupported encoding {msg.encoding!r}; supported: "
+                                                           f"{', '.join(RAW_ENCODINGS)}")
+    height, width, step = msg.height, msg.width, msg.step
+    _check_size(width, height, max_pixels)
+    if encoding in _YUV422 and width % 2:
+        raise ImageConversionError("bad_layout", f"{encoding} needs an even width, got {width}")
+    row = width * channels
+    if step < row:
+        raise ImageConversionError("bad_layout", f"{encoding} image {width}x{height} needs step >= {row}, got {step}")
+    # The last row need not carry its padding.
+    needed = step * (height - 1) + row
+    if len(msg.data) < needed:
+        raise ImageConversionError("truncated", f"{encoding} image {width}x{height} with step {step} needs "
+                                                f"{needed} bytes, got {len(msg.data)}")
+    flat = np.frombuffer(msg.data, np.uint8, count=needed)
+    rows = np.lib.stride_tricks.as_strided(flat, shape=(height, row), strides=(step, 1))
+    return encoding, rows.reshape(height, width, channels)
+
+
+def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image; rows are read `step` bytes apart."""
+    encoding, pixels = _raw_pixels(msg, max_pixels)
+    if encoding in _YUV422:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV422[encoding])
+    if encoding == "mono8":
+        return np.repeat(pixels, 3, axis=2)
+    if encoding.startswith("bgr"):
+        return np.ascontiguousarray(pixels[..., 2::-1])
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+def _check_compressed(msg, max_pixels: int) -> np.ndarray:
+    data = np.frombuffer(msg.data, np.uint8)
+    if data.size == 0:
+        raise ImageConversionError("empty", "empty compressed image")
+    # The header is read first, so a corrupt size field is rejected before any pixel memory is allocated.
+    if data[:3].tobytes() == b"\xff\xd8\xff":
+        size = _jpeg_size(data)
+    elif data[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
+        size = (int.from_bytes(data[16:20].tobytes(), "big"), int.from_bytes(data[20:24].tobytes(), "big"))
+    else:
+        raise ImageConversionError("decode_failed", f"cannot decode compressed image (format {msg.format!r}): "
+                                                    "the bytes are neither JPEG nor PNG")
+    if size is not None:
+        _check_size(*size, max_pixels)
+    return data
+
+
+def check_message(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raise ImageConversionError for what can be found wrong without decoding (cheap: no pixel copied)."""
+    if hasattr(msg, "encoding"):
+        _raw_pixels(msg, max_pixels)
+    else:
+        _check_compressed(msg, max_pixels)
+
+
+def to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image or CompressedImage."""
+    return image_to_rgb(msg, max_pixels) if hasattr(msg, "encoding") else compressed_to_rgb(msg, max_pixels)
+
+
+def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a JPEG or PNG sensor_msgs/CompressedImage, whatever its `format` says."""
-    if len(msg.data) == 0:
-        raise ImageConversionError("empty compressed image")
-    try:
-        bgr = (bridge or _bridge()).compressed_imgmsg_to_cv2(msg, desired_encoding="bgr8")
-    except Exception as exc:  # cv_bridge raises its own error types, or cv2 errors on garbage
-        raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r}): {exc}") from exc
+    data = _check_compressed(msg, max_pixels)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
-        raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r})")
-    if bgr.ndim == 2:
-        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+        raise ImageConversionError("decode_failed", f"cannot decode compressed image (format {msg.format!r})")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame marker, or None if it is not found in the header."""
+    raw = data.tobytes()
+    i = 2
+    while i + 9 < len(raw):
+        if raw[i] != 0xFF:
+            return None
+        marker, length = raw[i + 1], int.from_bytes(raw[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return int.from_bytes(raw[i + 7:i + 9], "big"), int.from_bytes(raw[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
