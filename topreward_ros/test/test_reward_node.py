@@ -59,7 +59,7 @@ class Harness:
         self.executor.add_node(self.peer)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
-        assert wait_until(lambda: self.node._state == "active"), "node did not activate"
+        assert wait_until(lambda: self.node.lifecycle_state == "active"), "node did not activate"
 
     def publisher(self, topic, msg_type=Image):
         if topic not in self.publishers:
@@ -201,7 +201,7 @@ def test_bad_frames_dropped_node_keeps_running(harness):
     short = Image(height=64, width=64, encoding="rgb8", step=192, data=bytes(100))
     short.header.stamp.sec = 2
     h.publisher("/cam/image_raw").publish(short)
-    assert wait_until(lambda: h.node._cameras[0].rejected == 2)
+    assert wait_until(lambda: sum(h.node._intake.cameras[0].rejected.values()) == 2)
     for k, frame in enumerate(good):
         h.send(frame, 3.0 + 0.5 * k)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
@@ -291,7 +291,7 @@ def test_invalid_parameters_rejected_with_reason(harness):
     assert "cuda:N" in result.reason
     result = h.node.set_parameters([Parameter("model", value="other/model")])[0]
     assert not result.successful and "read on configure" in result.reason
-    assert h.node._state == "active"
+    assert h.node.lifecycle_state == "active"
 
 
 def test_invalid_startup_parameter_raises(ros_context, tiny_model_path):
@@ -378,9 +378,9 @@ def test_lifecycle_cleanup_frees_model(harness):
 
     h = harness()
     assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert h.node._worker is None and h.node._state == "inactive"
+    assert not h.node._worker.alive and h.node.lifecycle_state == "inactive"
     h.node.trigger_cleanup()
-    assert h.node._backend is None and h.node._state == "unconfigured"
+    assert h.node._backend is None and h.node.lifecycle_state == "unconfigured"
     assert h.node.set_parameters([Parameter("frame_size", value=[32, 32])])[0].successful
 
 
@@ -400,7 +400,7 @@ def test_stamp_going_back_is_rejected_until_reset(harness):
         h.send(frame, 50.0 + 0.5 * k)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
     h.send(random_frames(1, seed=92)[0], 10.0)  # a recording started over without a reset
-    assert wait_until(lambda: h.node._cameras[0].rejected == 1)
+    assert wait_until(lambda: sum(h.node._intake.cameras[0].rejected.values()) == 1)
     h.call("/topreward/reset")
     h.send(random_frames(1, seed=93)[0], 10.0)
     assert wait_until(lambda: h.progress[-1].episode_id == 1)
@@ -418,7 +418,7 @@ def test_unusual_encodings_converted_and_garbage_survived(harness, backend):
     h.publisher("/cam/image_raw").publish(odd)
     h.send(frames[2], 3.5)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
-    assert h.node._cameras[0].rejected == 1 and h.node._worker.alive
+    assert sum(h.node._intake.cameras[0].rejected.values()) == 1 and h.node._worker.alive
 
 
 def test_reactivation_starts_a_new_episode_and_success_stays_once(harness):
@@ -454,7 +454,7 @@ def test_configure_failure_is_reported_and_recoverable(ros_context, tiny_model_p
     try:
         assert node.get_parameter("sample_fps").value == 1.0  # an integer given for a float parameter
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert node._state == "unconfigured" and node._backend is None
+        assert node.lifecycle_state == "unconfigured" and node._backend is None
         assert node.set_parameters([Parameter("model", value=str(tiny_model_path))])[0].successful
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node._backend is not None

@@ -5,11 +5,13 @@ One table drives the declarations, config/reward.yaml's documentation and the RE
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from .core.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX
 from .core.types import DEFAULT_MODEL, SUCCESS_METRICS
+from .node_config import MAX_INSTRUCTION_CHARS
 
 
 @dataclass(frozen=True)
@@ -29,13 +31,21 @@ PARAMETERS: tuple[Param, ...] = (
     Param("dtype", "auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16"),
     Param("attn_implementation", "auto", "auto (flash_attention_2 when installed, else sdpa), sdpa, eager, ..."),
     Param("trust_remote_code", False, "allow custom model code from the checkpoint (off: Qwen3-VL is in transformers)"),
-    Param("instruction", "", "task instruction; a runtime change starts a new episode. Empty: frames are ignored "
-          "until a task arrives on ~/instruction"),
+    Param("allow_pickle_weights", False, "also load .bin/.pt (pickle) weights, which can run code when loaded (off: "
+          "safetensors only)"),
+    Param("instruction", "", "task instruction (at most 1000 characters, any language); a runtime change starts "
+          "a new episode. Empty: frames are ignored until a task arrives on ~/instruction"),
     Param("camera_topics", ["/camera/camera/color/image_raw"], "camera topics; the first is the primary view. A "
           "topic whose last segment contains 'compressed' is sensor_msgs/CompressedImage, others sensor_msgs/Image"),
     Param("tile_views", False, "score all camera_topics tiled side by side in one frame (else only the first)"),
     Param("max_view_skew", 0.5, "[s] a secondary view older than this relative to the primary frame is tiled black",
           (0.0, 60.0)),
+    Param("max_image_pixels", 16_000_000, "[px] larger camera images (width x height) are rejected before "
+          "decoding", (1, 1_000_000_000)),
+    Param("max_stamp_lead", 10.0, "[s] frames stamped further ahead of the node's clock are rejected; 0: no check",
+          (0.0, 1e9)),
+    Param("camera_timeout", 5.0, "[s] diagnostics WARN when a camera sends nothing for this long; 0: no check",
+          (0.0, 3600.0)),
     Param("sample_fps", 2.0, "[Hz] frames per second given to the model (prefix-stable time grid)", (0.05, 30.0)),
     Param("frame_size", [256, 256], "[px] height, width every (tiled) frame is resized to; multiples of 32"),
     Param("max_frames", 64, "sampled frames kept per episode; beyond it the sampling rate halves", (2, 4096)),
@@ -50,6 +60,8 @@ PARAMETERS: tuple[Param, ...] = (
           (1, 1000)),
     Param("min_episode_duration", 2.0, "[s] no success before this much of the episode was seen", (0.0, 3600.0)),
     Param("reset_service", "", "std_srvs/Trigger service called (without waiting) on success; empty: none"),
+    Param("max_consecutive_failures", 5, "failed inferences in a row after which the episode is no longer "
+          "scored (diagnostics ERROR) until a reset or a transition", (1, 1_000_000)),
     Param("record_dir", "", "directory for episodes.jsonl (one JSON line per finished episode); empty: off"),
     Param("tau", 2.0, "Eq. 3 scale tau of the recorded dense weights", (0.0, 100.0)),
     Param("delta_max", 2.0, "Eq. 3 clip delta_max of the recorded dense weights", (0.0, 100.0)),
@@ -79,15 +91,23 @@ def _descriptor(param: Param) -> ParameterDescriptor:
     return d
 
 
-def declare_parameters(node) -> None:
+_FLOATS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, float))
+
+
+def integers_as_floats(params: list) -> list:
+    """`sample_fps: 2` (YAML) or `ros2 param set ... sample_fps 2` give an integer; a float parameter takes it."""
     from rclpy.parameter import Parameter
 
-    # `sample_fps: 2` in a YAML file is an integer; rclpy would refuse it for a float parameter.
+    return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
+            if p.name in _FLOATS and p.type_ == Parameter.Type.INTEGER else p for p in params]
+
+
+def declare_parameters(node) -> None:
+    # Start-up values do not pass through the pre-set callback: convert the overrides here.
     overrides = getattr(node, "_parameter_overrides", {})
+    for name, given in list(overrides.items()):
+        overrides[name] = integers_as_floats([given])[0]
     for param in PARAMETERS:
-        given = overrides.get(param.name)
-        if isinstance(param.default, float) and given is not None and given.type_ == Parameter.Type.INTEGER:
-            overrides[param.name] = Parameter(param.name, Parameter.Type.DOUBLE, float(given.value))
         node.declare_parameter(param.name, param.default, _descriptor(param))
 
 
@@ -99,6 +119,11 @@ def _name_error(name: str, service: bool = False) -> str | None:
     except Exception as exc:  # rclpy's InvalidTopicNameException / InvalidServiceNameException
         return str(exc).splitlines()[0]
     return None
+
+
+def values(node) -> dict[str, object]:
+    """The node's current value of every parameter of the table."""
+    return {p.name: node.get_parameter(p.name).value for p in PARAMETERS}
 
 
 def validate(name: str, value) -> str | None:
@@ -113,6 +138,10 @@ def validate(name: str, value) -> str | None:
             return f"must be auto, cpu, cuda or cuda:N, got {value!r}"
     if name == "instruction" and value and not str(value).strip():
         return "must not be only whitespace (an empty string means: no task yet)"
+    if name == "instruction" and len(value) > MAX_INSTRUCTION_CHARS:
+        return f"is {len(value)} characters; at most {MAX_INSTRUCTION_CHARS}"
+    if name == "record_dir" and value and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+        return f"{value} exists and is not a directory"
     if name == "camera_topics":
         if not value:
             return "needs at least one topic"

@@ -1,21 +1,21 @@
 """The TOPReward reward node: camera topics in, Progress and SuccessDetected out.
 
-camera callbacks -> image conversion (+ tiling) -> EpisodeBuffer -> InferenceWorker (owns the model)
--> OnlineEpisode (progress, reward, success) -> publishers. Callbacks never wait for inference.
+camera callbacks -> CameraIntake (conversion, tiling, stamps) -> EpisodeBuffer -> InferenceWorker (owns the
+model) -> OnlineEpisode (progress, reward, success) -> publishers. Callbacks never wait for inference.
+This file is wiring: the lifecycle, the parameter gate, episode control and the outputs.
 """
 from __future__ import annotations
 
-import json
+import os
+import signal
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -25,19 +25,22 @@ from std_srvs.srv import Trigger
 
 from topreward_msgs.msg import Progress, SuccessDetected
 
+from .camera_intake import CameraIntake
 from .core.backend import ModelLoadError, Qwen3VLBackend
 from .core.episode_buffer import EpisodeBuffer
 from .core.online import OnlineEpisode
-from .core.prompt import PromptConfig
 from .core.scorer import StreamingScorer
-from .core.tiling import tile_views
 from .core.tiny_model import TINY_MODEL_NAME, TINY_WARNING
-from .core.types import ModelConfig, ScheduleConfig, Step, SuccessConfig
-from .core.worker import InferenceWorker
-from .image_conversion import compressed_to_rgb, image_to_rgb
-from .parameters import RUNTIME_PARAMETERS, declare_parameters, validate
+from .core.types import Step
+from .core.worker import FailureStats, InferenceWorker
+from .diagnostics import Health, reward_status
+from .episode_records import RecordError, append_record
+from .node_config import ConfigError, NodeConfig
+from .parameters import RUNTIME_PARAMETERS, declare_parameters, integers_as_floats, validate, values
 
 NODE_NAME = "topreward"
+WORKER_STOP_TIMEOUT = 60.0  # [s] a transition waits this long for the inference in flight
+SHUTDOWN_TIMEOUT = 3.0  # [s] on SIGINT/SIGTERM: then the process ends whatever the inference does
 
 
 def is_compressed_topic(topic: str) -> bool:
@@ -45,28 +48,10 @@ def is_compressed_topic(topic: str) -> bool:
     return "compressed" in topic.rstrip("/").rsplit("/", 1)[-1]
 
 
-def stamp_seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
+def _stamp(stamp_ns: int):
+    from builtin_interfaces.msg import Time
 
-
-@dataclass
-class CameraStats:
-    """Per-camera counters for diagnostics."""
-
-    topic: str
-    received: int = 0
-    rejected: int = 0
-    window_start: float = field(default_factory=time.monotonic)
-    window_count: int = 0
-    episode: int = -1  # episode the stamps below belong to
-    latest: object = None  # newest message; secondary views are converted only when tiled
-    latest_time: float = float("-inf")
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        rate = self.window_count / max(now - self.window_start, 1e-6)
-        self.window_start, self.window_count = now, 0
-        return rate
+    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
 
 
 class RewardNode(LifecycleNode):
@@ -74,39 +59,52 @@ class RewardNode(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self.config: NodeConfig | None = None
+        self.exit_code: int | None = None  # set when the process should end (autostart failed, signal)
         self._backend: Qwen3VLBackend | None = None
+        self._scorer: StreamingScorer | None = None
         self._buffer: EpisodeBuffer | None = None
         self._worker: InferenceWorker | None = None
-        self._cameras: list[CameraStats] = []
-        self._subscriptions_list = []
-        self._publish_lock = threading.Lock()  # orders publications against episode resets
-        self._frame_id = ""
-        self._zero_stamp_warned = False
+        self._intake: CameraIntake | None = None
+        self._camera_subs = []
+        self._publish_lock = threading.Lock()  # orders publications against episode resets and shutdown
+        self._closing = False
         self._success_count = 0
-        self._state = "unconfigured"
+        self._instructions_rejected = 0
+        self.worker_stop_timeout = WORKER_STOP_TIMEOUT
         self._io_group = MutuallyExclusiveCallbackGroup()
         # Registered before declaring, so that start-up values are validated too.
+        self.add_pre_set_parameters_callback(integers_as_floats)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._declared = False
         declare_parameters(self)
-        if self.get_parameter("autostart").value:
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._io_group)
+        self._declared = True
+        NodeConfig.from_parameters(values(self))  # start-up values together: ConfigError ends the process
+        self._autostart = self.get_parameter("autostart").value
+        if self._autostart:
+            self._autostart_timer = self.create_timer(0.0, self._run_autostart, callback_group=self._io_group)
+
+    @property
+    def lifecycle_state(self) -> str:
+        """The lifecycle's own state label: unconfigured, configuring, inactive, active, ..."""
+        return self._state_machine.current_state[1]
 
     # ---------------------------------------------------------------- parameters
-    def _p(self, name: str):
-        return self.get_parameter(name).value
-
-    def _validate_parameters(self, params):
-        from rcl_interfaces.msg import SetParametersResult
-
-        configured = self._state != "unconfigured"
+    def _validate_parameters(self, params) -> SetParametersResult:
         for param in params:
-            reason = validate(param.name, param.value)
-            if reason:
+            if reason := validate(param.name, param.value):
                 return SetParametersResult(successful=False, reason=f"{param.name}: {reason}")
-            if configured and param.name not in RUNTIME_PARAMETERS:
+            # Whatever is read on configure is frozen from the start of configuring, not only after it.
+            if self.lifecycle_state != "unconfigured" and param.name not in RUNTIME_PARAMETERS:
                 return SetParametersResult(successful=False, reason=(
                     f"{param.name} is read on configure: deactivate and clean up the node, set it, then configure"))
+        if self._declared:  # the rules between parameters, on the values as they would be
+            proposed = {**values(self), **{p.name: p.value for p in params}}
+            try:
+                NodeConfig.from_parameters(proposed)
+            except ConfigError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params) -> None:
@@ -114,42 +112,39 @@ class RewardNode(LifecycleNode):
             if param.name == "instruction" and self._buffer is not None and param.value != self._buffer.instruction:
                 self._new_episode(param.value)
 
-    def _schedule_config(self) -> ScheduleConfig:
-        h, w = self._p("frame_size")
-        return ScheduleConfig(self._p("sample_fps"), (h, w), self._p("max_frames"))
-
-    def _success_config(self) -> SuccessConfig:
-        return SuccessConfig(self._p("success_threshold"), self._p("success_consecutive"),
-                             self._p("min_episode_duration"), self._p("success_metric"))
-
     # ---------------------------------------------------------------- lifecycle
-    def _autostart(self) -> None:
+    def _run_autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            self.exit_code = 1  # no lifecycle manager will retry: end the process
+        elif self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            self.exit_code = 1
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        model = self._p("model")
-        if model == TINY_MODEL_NAME:
+        try:  # every cheap check first: a bad combination fails before minutes of loading
+            config = NodeConfig.from_parameters(values(self))
+        except ConfigError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        for warning in config.warnings():
+            self.get_logger().warning(warning)
+        if config.model.model == TINY_MODEL_NAME:
             self.get_logger().warning(TINY_WARNING)
-        self.get_logger().info(f"loading {model} (device {self._p('device')}, dtype {self._p('dtype')})")
+        self.get_logger().info(f"loading {config.model.model} (device {config.model.device}, dtype "
+                               f"{config.model.dtype})")
         try:
-            self._backend = Qwen3VLBackend.load(ModelConfig(model, self._p("device"), self._p("dtype"),
-                                                            self._p("attn_implementation"),
-                                                            self._p("trust_remote_code")))
-            prompt = PromptConfig(prefix=self._p("prompt_prefix"), suffix=self._p("prompt_suffix"),
-                                  chat_template=self._p("chat_template"))
-            instruction = self._p("instruction")
-            schedule = self._schedule_config()
+            self._backend = Qwen3VLBackend.load(config.model)
             # The scorer needs some task; the worker resets it with the real one before scoring.
-            self._scorer = StreamingScorer(self._backend, instruction or "(no instruction yet)", schedule, prompt)
-            self._success = self._success_config()
+            self._scorer = StreamingScorer(self._backend, config.instruction or "(no instruction yet)",
+                                           config.schedule, config.prompt)
         except Exception as exc:  # rclpy would turn it into an unlogged ERROR transition
             self.get_logger().error(f"configure failed: {exc if isinstance(exc, ModelLoadError) else repr(exc)}")
             self._backend = self._scorer = None
+            _free_accelerator_memory()
             return TransitionCallbackReturn.FAILURE
-        self._buffer = EpisodeBuffer(schedule, instruction)
-        if not instruction:
+        self.config = config
+        self._buffer = EpisodeBuffer(config.schedule, config.instruction)
+        if not config.instruction:
             self.get_logger().warning("no instruction: frames are ignored until one arrives on ~/instruction "
                                       "or the instruction parameter is set")
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -160,60 +155,67 @@ class RewardNode(LifecycleNode):
         self._instruction_sub = self.create_subscription(String, "~/instruction", self._on_instruction, 10,
                                                          callback_group=self._io_group)
         self._reset_client = None
-        if self._p("reset_service"):
-            self._reset_client = self.create_client(Trigger, self._p("reset_service"), callback_group=self._io_group)
+        if config.reset_service:
+            self._reset_client = self.create_client(Trigger, config.reset_service, callback_group=self._io_group)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=self._io_group)
-        self._state = "inactive"
         self.get_logger().info(f"configured: {self._backend.name} on {self._backend.device} ({self._backend.dtype})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._start_cameras_and_worker()
-        except Exception as exc:  # rclpy would turn it into an unlogged ERROR transition
-            self.get_logger().error(f"activate failed: {exc!r}")
-            self._stop_cameras_and_worker()
+        if self._worker is not None and self._worker.alive:
+            self.get_logger().error("activate failed: the previous inference thread is still running; try again "
+                                    "once its inference has ended")
             return TransitionCallbackReturn.FAILURE
-        self._state = "active"
+        intake = self.config.intake
+        self._intake = CameraIntake(intake, self._buffer, lambda: self.get_clock().now().nanoseconds,
+                                    lambda text: self.get_logger().warning(text, throttle_duration_sec=5.0))
+        qos = QoSProfile(depth=intake.qos_depth, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE if intake.qos_reliability == "reliable"
+                         else ReliabilityPolicy.BEST_EFFORT)
+        group = MutuallyExclusiveCallbackGroup()
+        for index, topic in enumerate(intake.scored_topics):
+            msg_type = CompressedImage if is_compressed_topic(topic) else Image
+            self._camera_subs.append(self.create_subscription(
+                msg_type, topic, lambda msg, i=index: self._intake.on_message(msg, i), qos, callback_group=group))
+            self.get_logger().info(f"camera {index}: {topic} ({msg_type.__name__})")
+        self._worker = InferenceWorker(self._scorer, self._buffer, self.config.success, self._on_step,
+                                       self._on_episode_end, self._on_worker_error,
+                                       self.config.max_consecutive_failures, self._on_worker_halt)
+        self._worker.start()
+        self.get_logger().info(f"activated: scoring {', '.join(intake.scored_topics)}; progress on "
+                               f"{self._progress_pub.topic_name}")
         return super().on_activate(state)
 
-    def _start_cameras_and_worker(self) -> None:
-        qos = QoSProfile(depth=self._p("qos_depth"), history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.RELIABLE if self._p("qos_reliability") == "reliable"
-                         else ReliabilityPolicy.BEST_EFFORT)
-        topics = list(self._p("camera_topics"))
-        if len(topics) > 1 and not self._p("tile_views"):
-            self.get_logger().warning(f"{len(topics)} camera topics but tile_views is false: only {topics[0]} is "
-                                      "scored")
-            topics = topics[:1]
-        group = MutuallyExclusiveCallbackGroup()
-        self._cameras = [CameraStats(topic) for topic in topics]
-        for index, topic in enumerate(topics):
-            msg_type = CompressedImage if is_compressed_topic(topic) else Image
-            self._subscriptions_list.append(self.create_subscription(
-                msg_type, topic, lambda msg, i=index: self._on_image(msg, i), qos, callback_group=group))
-            self.get_logger().info(f"camera {index}: {topic} ({msg_type.__name__})")
-        self._worker = InferenceWorker(self._scorer, self._buffer, self._success, self._on_step,
-                                       self._on_episode_end, self._on_worker_error)
-        self._worker.start()
+    def _stop_cameras_and_worker(self, timeout: float | None) -> bool:
+        """Unsubscribe and stop the worker; False if its inference was still running after `timeout`."""
+        for sub in self._camera_subs:
+            self.destroy_subscription(sub)
+        self._camera_subs.clear()
+        if self._worker is None:
+            return True
+        return self._worker.stop(timeout)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_cameras_and_worker()
+        if not self._stop_cameras_and_worker(self.worker_stop_timeout):
+            # It publishes nothing more (the worker is stopping); activate and cleanup wait for it to end.
+            self.get_logger().warning(f"the inference in flight outlasted {self.worker_stop_timeout:g} s; the "
+                                      "node is inactive, its thread ends after that inference")
         # Deactivation ends the episode: after activation progress and success start afresh, so an
         # episode can never report success twice.
         self._new_episode(None)
-        self._state = "inactive"
         return super().on_deactivate(state)
 
-    def _stop_cameras_and_worker(self) -> None:
-        for sub in self._subscriptions_list:
-            self.destroy_subscription(sub)
-        self._subscriptions_list.clear()
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
-
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._worker is not None and self._worker.alive:
+            self.get_logger().error("cleanup failed: the inference thread is still running and holds the model")
+            return TransitionCallbackReturn.FAILURE
+        self._worker = self._intake = None
+        self._destroy_interfaces()
+        self._scorer = self._backend = self._buffer = self.config = None
+        _free_accelerator_memory()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_interfaces(self) -> None:
         self.destroy_lifecycle_publisher(self._progress_pub)
         self.destroy_lifecycle_publisher(self._success_pub)
         self.destroy_publisher(self._diag_pub)
@@ -222,80 +224,33 @@ class RewardNode(LifecycleNode):
         self.destroy_timer(self._diag_timer)
         if self._reset_client is not None:
             self.destroy_client(self._reset_client)
-        self._scorer = self._backend = self._buffer = None
-        _free_accelerator_memory()
-        self._state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_cameras_and_worker()
+        self._stop_cameras_and_worker(self.worker_stop_timeout)
         return TransitionCallbackReturn.SUCCESS
 
-    # ---------------------------------------------------------------- inputs
-    def _capture_time(self, msg) -> float:
-        t = stamp_seconds(msg.header.stamp)
-        if t == 0.0:
-            if not self._zero_stamp_warned:
-                self._zero_stamp_warned = True
-                self.get_logger().warning("camera header stamp is zero: using receive time as capture time")
-            t = self.get_clock().now().nanoseconds * 1e-9
-        return t
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+        """End for good (SIGINT/SIGTERM): nothing is published after this; the episode record is written.
 
-    def _to_rgb(self, msg):
-        return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        Returns False if the inference in flight was still running after `timeout`: its record was then
+        written from here, and the caller must not wait for that thread.
+        """
+        with self._publish_lock:
+            self._closing = True
+        if self._stop_cameras_and_worker(timeout):
+            return True  # the worker wrote the record on its way out
+        episode_id, instruction, episode = self._worker.episode_copy()
+        if episode is not None and episode.scores:
+            self._on_episode_end(episode_id, instruction, episode)
+        return False
 
-    def _reject(self, camera: CameraStats, reason: str) -> None:
-        camera.rejected += 1
-        self.get_logger().warning(f"{camera.topic}: frame dropped: {reason}", throttle_duration_sec=5.0)
-
-    def _on_image(self, msg, index: int) -> None:
-        camera = self._cameras[index]
-        camera.received += 1
-        camera.window_count += 1
-        t = self._capture_time(msg)
-        episode = self._buffer.episode_id
-        if camera.episode != episode:  # stamps may start over with a new episode (a replayed recording)
-            camera.episode, camera.latest, camera.latest_time = episode, None, float("-inf")
-        if t < camera.latest_time:
-            self._reject(camera, f"stamp went back {camera.latest_time - t:.3f} s (replaying a recording? call "
-                                 "~/reset between episodes)")
-            return
-        camera.latest, camera.latest_time = msg, t
-        if index > 0:
-            return
-        ticket = self._buffer.admit(t)  # the episode this frame is for, if it is sampled at all
-        if ticket is None:
-            if not self._buffer.instruction:
-                self.get_logger().warning("no instruction yet: publish one on ~/instruction",
-                                          throttle_duration_sec=10.0)
-            return
-        try:
-            frame = self._to_rgb(msg)
-            if len(self._cameras) > 1:
-                frame = tile_views([frame] + [self._secondary_view(c, t) for c in self._cameras[1:]],
-                                   self._buffer.config.frame_size)
-        except Exception as exc:  # whatever a message holds, a bad frame must not stop the executor
-            self._reject(camera, str(exc))
-            return
-        self._frame_id = msg.header.frame_id
-        # Dropped if a reset came in meanwhile: a frame of the old episode never starts the next one.
-        self._buffer.offer(frame, t, ticket)
-
-    def _secondary_view(self, camera: CameraStats, t: float):
-        if camera.latest is None or abs(camera.latest_time - t) > self._p("max_view_skew"):
-            self.get_logger().warning(f"{camera.topic}: no frame within max_view_skew of the primary view; "
-                                      "tiling a black view", throttle_duration_sec=5.0)
-            return None
-        try:
-            return self._to_rgb(camera.latest)
-        except Exception as exc:
-            self._reject(camera, str(exc))
-            return None
-
+    # ---------------------------------------------------------------- episodes
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
-        if not text:
-            self.get_logger().warning("ignored an empty instruction on ~/instruction")
+        reason = "empty" if not text else validate("instruction", text)
+        if reason:
+            self._instructions_rejected += 1
+            self.get_logger().warning(f"instruction on ~/instruction ignored: {reason}")
             return
         if self._buffer is not None and text == self._buffer.instruction:
             self._new_episode(None)  # same task again: still a new episode
@@ -303,6 +258,7 @@ class RewardNode(LifecycleNode):
         # Through the parameter, so that `instruction` always reads the current task.
         result = self.set_parameters([Parameter("instruction", value=text)])[0]
         if not result.successful:
+            self._instructions_rejected += 1
             self.get_logger().warning(f"instruction rejected: {result.reason}")
 
     def _on_reset(self, request, response):
@@ -323,16 +279,16 @@ class RewardNode(LifecycleNode):
     def _on_step(self, episode_id: int, instruction: str, step: Step, inference: float) -> None:
         score = step.score
         msg = Progress()
-        msg.header.stamp = _stamp(score.time)
-        msg.header.frame_id = self._frame_id
+        msg.header.stamp = _stamp(score.stamp_ns)
+        msg.header.frame_id = self._intake.frame_id
         msg.episode_id, msg.instruction, msg.num_frames = episode_id, instruction, score.num_frames
         msg.elapsed = score.elapsed
         msg.log_prob_true, msg.log_prob_false, msg.p_true = score.log_prob_true, score.log_prob_false, score.p_true
         msg.progress, msg.reward, msg.model = step.progress, step.reward, self._backend.name
         with self._publish_lock:
-            if episode_id != self._buffer.episode_id:
-                return  # the episode was reset while this prefix was being scored
-            msg.latency = self.get_clock().now().nanoseconds * 1e-9 - score.time
+            if self._closing or episode_id != self._buffer.episode_id:
+                return  # shutting down, or the episode was reset while this prefix was being scored
+            msg.latency = (self.get_clock().now().nanoseconds - score.stamp_ns) * 1e-9
             self._progress_pub.publish(msg)
             if step.success is not None:
                 self._publish_success(episode_id, instruction, step)
@@ -340,11 +296,13 @@ class RewardNode(LifecycleNode):
     def _publish_success(self, episode_id: int, instruction: str, step: Step) -> None:
         event = step.success
         msg = SuccessDetected()
-        msg.header.stamp = _stamp(step.score.time)
-        msg.header.frame_id = self._frame_id
+        msg.header.stamp = _stamp(step.score.stamp_ns)
+        msg.header.frame_id = self._intake.frame_id
         msg.episode_id, msg.instruction = episode_id, instruction
-        msg.score, msg.threshold, msg.consecutive, msg.elapsed = (event.score, event.threshold, event.consecutive,
-                                                                  event.elapsed)
+        msg.score = event.score
+        msg.threshold = event.threshold
+        msg.consecutive = event.consecutive
+        msg.elapsed = event.elapsed
         self._success_pub.publish(msg)
         self._success_count += 1
         self.get_logger().info(f"episode {episode_id}: success (score {event.score:.3f} >= {event.threshold:.3f})")
@@ -352,57 +310,43 @@ class RewardNode(LifecycleNode):
             if self._reset_client.service_is_ready():
                 self._reset_client.call_async(Trigger.Request())  # never waited on: the executor stays free
             else:
-                self.get_logger().warning(f"reset service {self._p('reset_service')} is not available")
+                self.get_logger().warning(f"reset service {self.config.reset_service} is not available")
 
     def _on_episode_end(self, episode_id: int, instruction: str, episode: OnlineEpisode) -> None:
-        record_dir = self._p("record_dir")
-        if not record_dir:
+        record_dir = self.get_parameter("record_dir").value  # changeable at runtime
+        if not record_dir or self._backend is None:
             return
-        path = Path(record_dir).expanduser()
+        record = episode.record(episode_id, instruction, self._backend.name, self.config.tau, self.config.delta_max)
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            record = episode.record(episode_id, instruction, self._backend.name if self._backend else "",
-                                    self._p("tau"), self._p("delta_max"))
-            with open(path / "episodes.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            self.get_logger().error(f"cannot write episode record to {path}: {exc}")
+            append_record(record_dir, record)
+        except RecordError as exc:
+            self.get_logger().error(f"episode {episode_id} not recorded: {exc}")
 
     def _on_worker_error(self, exc: Exception) -> None:
         self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
+    def _on_worker_halt(self, why: str) -> None:
+        self.get_logger().error(f"episode {self._buffer.episode_id} is no longer scored ({why}); call ~/reset or "
+                                "re-activate to try again")
+
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: reward", hardware_id=str(
-            self._backend.device) if self._backend else "")
-        worker = self._worker
-        values = {
-            "model": self._backend.name if self._backend else "", "model_state": self._state,
-            "device": str(self._backend.device) if self._backend else "",
-            "episode_id": self._buffer.episode_id if self._buffer else 0,
-            "frames_buffered": len(self._buffer) if self._buffer else 0,
-            "inference_latency_s": f"{worker.last_inference:.3f}" if worker and worker.last_inference else "n/a",
-            "prefixes_scored": worker.scored if worker else 0, "successes": self._success_count,
-        }
-        for camera in self._cameras:
-            values[f"{camera.topic} rate_hz"] = f"{camera.rate():.1f}"
-            values[f"{camera.topic} frames_rejected"] = camera.rejected
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        if self._state == "active" and worker is not None and not worker.alive:
-            status.level, status.message = DiagnosticStatus.ERROR, "inference thread stopped"
-        elif self._state == "active" and self._cameras and self._cameras[0].received == 0:
-            status.level, status.message = DiagnosticStatus.WARN, f"no frames on {self._cameras[0].topic}"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, self._state
-        array = DiagnosticArray(status=[status])
+        backend, worker, buffer, intake = self._backend, self._worker, self._buffer, self._intake
+        if backend is None or buffer is None:  # cleaned up meanwhile
+            return
+        active = worker is not None and not worker.stopping
+        health = Health(
+            name=f"{self.get_fully_qualified_name()}: reward", state=self.lifecycle_state, model=backend.name,
+            device=str(backend.device), episode_id=buffer.episode_id, frames_buffered=len(buffer),
+            worker_alive=worker.alive if active else None, prefixes_scored=worker.scored if worker else 0,
+            inference_latency=worker.last_inference if worker else None,
+            failures=worker.failures() if active else FailureStats(),
+            successes=self._success_count, instructions_rejected=self._instructions_rejected,
+            cameras=tuple(intake.reports()) if intake and active else (),
+            camera_timeout=self.config.intake.camera_timeout if self.config else 0.0,
+        )
+        array = DiagnosticArray(status=[reward_status(health)])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
-
-
-def _stamp(seconds: float):
-    from builtin_interfaces.msg import Time
-
-    sec = int(seconds // 1)
-    return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
 
 
 def _free_accelerator_memory() -> None:
@@ -418,27 +362,50 @@ def _free_accelerator_memory() -> None:
         pass
 
 
+def _quiet_model_loading() -> None:
+    """No progress bars from the model loaders: under `ros2 launch` they show as blank, half-drawn lines."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(args: list[str] | None = None) -> int:
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args)
+    # Our own signal handling: Ctrl-C in a terminal reaches the node twice (from the terminal and again
+    # from ros2 launch); both only ask for one orderly end, never an exit by the signal itself.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    _quiet_model_loading()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = RewardNode()
-    except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+    except (InvalidParameterValueException, InvalidParameterTypeException, ConfigError) as exc:
         print(f"reward_node: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    spinner = threading.Thread(target=executor.spin, name="topreward-executor", daemon=True)
+    spinner.start()
+    while not stop.wait(0.1) and node.exit_code is None and spinner.is_alive():
         pass
-    finally:
-        node._stop_cameras_and_worker()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    finished = node.close()
+    executor.shutdown(timeout_sec=1.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    code = node.exit_code or 0
+    if not finished:  # an inference is still running in a daemon thread: do not wait for it at exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -99,15 +99,21 @@ class Qwen3VLBackend:
                 raise ModelLoadError(f"model directory {path} does not exist")
             _check_local_checkpoint(path)
         kwargs = {"trust_remote_code": config.trust_remote_code}
-        source = str(path) if path.is_dir() else config.model
+        if path.is_dir():
+            source = str(path)
+        else:
+            source = config.model
+            kwargs["local_files_only"] = _hub_source(config.model)
         try:
             processor = AutoProcessor.from_pretrained(source, **kwargs)
             model = AutoModelForImageTextToText.from_pretrained(
-                source, dtype=dtype,
+                source, dtype=dtype, use_safetensors=None if config.allow_pickle_weights else True,
                 attn_implementation=_attn_implementation(config.attn_implementation, device), **kwargs,
             )
         except Exception as exc:  # missing files, no hub, corrupt weights, an absent attention package, ...
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not config.allow_pickle_weights and "safetensors" in str(exc).lower():
+                first_line += " (only safetensors weights are loaded unless pickle weights are allowed)"
             raise ModelLoadError(f"cannot load model {config.model!r}: {first_line}") from exc
         if model.config.model_type not in _QWEN3_VL_TYPES:
             raise ModelLoadError(f"{config.model!r} is a {model.config.model_type!r} model, not Qwen3-VL")
@@ -176,20 +182,10 @@ class Qwen3VLBackend:
         return DynamicCache(config=self.model.config.get_text_config())
 
 
-def model_available(name: str, timeout: float = 3.0) -> bool:
-    """Whether `name` can be loaded now: a local directory, a hub id already in the cache, or the hub reachable.
-
-    A quick check (seconds), so that a demo can fall back instead of waiting out the hub client's retries.
-    """
+def _hub_reachable(timeout: float = 3.0) -> bool:
     import os
     import socket
 
-    if name == TINY_MODEL_NAME or Path(name).expanduser().is_dir():
-        return True
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return True
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         return False
     try:
@@ -197,3 +193,37 @@ def model_available(name: str, timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def _cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+def _hub_source(name: str) -> bool:
+    """Whether a hub id must load from the local cache only; ModelLoadError at once if it cannot load at all.
+
+    Without this check the hub client retries for minutes before it fails on a machine that cannot reach it.
+    """
+    if _hub_reachable():
+        return False
+    if _cached(name):
+        return True
+    raise ModelLoadError(f"cannot load model {name!r}: it is not in the local Hugging Face cache and the hub "
+                         "cannot be reached; set model to a local checkpoint directory (e.g. "
+                         "model:=/path/to/Qwen3-VL-8B-Instruct) or download it first")
+
+
+def model_available(name: str) -> bool:
+    """Whether `name` can be loaded now: a local directory, a hub id already in the cache, or the hub reachable.
+
+    A quick check (seconds), so that a demo can fall back instead of waiting out the hub client's retries.
+    """
+    if name == TINY_MODEL_NAME or Path(name).expanduser().is_dir():
+        return True
+    try:
+        _hub_source(name)
+    except ModelLoadError:
+        return False
+    return True

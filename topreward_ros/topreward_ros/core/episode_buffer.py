@@ -60,7 +60,12 @@ class EpisodeBuffer:
         with self._cond:
             return self._episode_id if self._instruction and self._frames.wants(t) else None
 
-    def offer(self, frame: np.ndarray, t: float, episode_id: int | None = None) -> bool:
+    def last_stamp_ns(self) -> int | None:
+        """Capture stamp of the newest kept frame of the current episode, or None before its first."""
+        with self._cond:
+            return self._frames.stamps_ns[-1] if len(self._frames) else None
+
+    def offer(self, frame: np.ndarray, t: float, episode_id: int | None = None, stamp_ns: int | None = None) -> bool:
         """Keep the frame if the schedule samples it; returns whether it was kept.
 
         With `episode_id`, the frame is kept only while that episode is still the current one, so a
@@ -69,7 +74,7 @@ class EpisodeBuffer:
         with self._cond:
             if episode_id is not None and episode_id != self._episode_id:
                 return False
-            if not self._instruction or not self._frames.offer(frame, t):
+            if not self._instruction or not self._frames.offer(frame, t, stamp_ns):
                 return False
             self._cond.notify_all()
             return True

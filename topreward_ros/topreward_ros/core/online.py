@@ -34,19 +34,42 @@ class OnlineEpisode:
             return 1.0
         return float(np.clip((values[-1] - low) / (high - low), 0.0, 1.0))
 
-    def update(self, score: PrefixScore) -> Step:
+    def _advance(self, score: PrefixScore) -> tuple[float, float]:
+        """Append a score; returns (causal progress, success score) and updates the consecutive count."""
         self.scores.append(score)
         values = [self._metric(s) for s in self.scores]
-        progress = self._causal_progress(values)
-        reward, self.progress = progress - self.progress, progress
         value = success_score(values, self.success.window)
         self.consecutive = self.consecutive + 1 if value >= self.success.threshold else 0
+        return self._causal_progress(values), value
+
+    def _step(self, score: PrefixScore, progress: float, value: float) -> Step:
+        reward, self.progress = progress - self.progress, progress
         fired = None
         if (self.event is None and self.consecutive >= self.success.consecutive
                 and score.elapsed >= self.success.min_episode_duration):
             fired = self.event = SuccessEvent(value, self.success.threshold, self.consecutive, score.elapsed,
                                               score.num_frames)
         return Step(score, progress, reward, fired)
+
+    def update(self, score: PrefixScore) -> Step:
+        return self._step(score, *self._advance(score))
+
+    def rebase(self, scores: list[PrefixScore]) -> Step:
+        """Replace the history by the same episode's values on a new sampling; the step of the newest one.
+
+        After a max_frames halving the kept frames are what sampling at the halved rate from the start
+        gives, and every earlier value saw frames that are gone. Mixing both samplings in the causal
+        min-max, the success window and the consecutive count would compare values of two different
+        videos, so all three are recomputed from `scores` (every prefix of the new sampling, oldest
+        first). Only the published progress carries over, so that the reward stays its change. A success
+        already reported stays reported: an episode fires at most once.
+        """
+        if not scores:
+            raise ValueError("rebase needs at least one score")
+        self.scores, self.consecutive = [], 0
+        for score in scores[:-1]:
+            self._advance(score)
+        return self._step(scores[-1], *self._advance(scores[-1]))
 
     def record(self, episode_id: int, instruction: str, model: str, tau: float = 2.0, delta_max: float = 2.0) -> dict:
         """The whole curve as one JSON-ready dict: ready for offline relabeling."""

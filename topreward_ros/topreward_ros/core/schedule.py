@@ -42,6 +42,7 @@ class FrameSchedule:
         self.config = config
         self.frames: list[np.ndarray] = []
         self.times: list[float] = []  # capture times [s], as given
+        self.stamps_ns: list[int] = []  # the same capture times as exact integer nanoseconds (camera stamps)
         self._cells: list[int] = []
         self.halvings = 0  # the grid interval is 2**halvings / sample_fps
         # Increases whenever kept frames are dropped, so a scorer knows its cache is stale.
@@ -51,6 +52,7 @@ class FrameSchedule:
         """A snapshot: later offers to either schedule do not show in the other (frames are shared, read-only)."""
         other = FrameSchedule(self.config)
         other.frames, other.times, other._cells = list(self.frames), list(self.times), list(self._cells)
+        other.stamps_ns = list(self.stamps_ns)
         other.generation, other.halvings = self.generation, self.halvings
         return other
 
@@ -70,14 +72,19 @@ class FrameSchedule:
         """Whether a frame captured at `t` would be kept (cheap: lets callers skip decoding the rest)."""
         return not self.times or (t > self.times[-1] and self._cell(t) > self._cells[-1])
 
-    def offer(self, frame: np.ndarray, t: float) -> bool:
-        """Keep the frame if the schedule samples it; returns whether it was kept."""
+    def offer(self, frame: np.ndarray, t: float, stamp_ns: int | None = None) -> bool:
+        """Keep the frame if the schedule samples it; returns whether it was kept.
+
+        `stamp_ns` is the exact capture stamp (a camera header's), carried through to the scores so that
+        a learner can match them to observations by equality; by default it is `t` rounded to nanoseconds.
+        """
         if not math.isfinite(t):
             raise ValueError(f"frame time must be finite, got {t}")
         if not self.wants(t):
             return False
         self.frames.append(resize_frame(frame, self.config.frame_size))
         self.times.append(float(t))
+        self.stamps_ns.append(round(t * 1e9) if stamp_ns is None else int(stamp_ns))
         self._cells.append(self._cell(t))
         while len(self.frames) > self.config.max_frames:  # a slow camera may need several halvings
             self._halve_rate()
@@ -94,5 +101,6 @@ class FrameSchedule:
             self.generation += 1
         self.frames = [self.frames[i] for i in keep]
         self.times = [self.times[i] for i in keep]
+        self.stamps_ns = [self.stamps_ns[i] for i in keep]
         self._cells = [self._cells[i] // 2 for i in keep]
         self.halvings += 1

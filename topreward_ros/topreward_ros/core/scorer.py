@@ -129,7 +129,7 @@ class StreamingScorer:
         return PrefixScore(
             num_frames=n, time=times[n - 1], elapsed=times[n - 1] - times[0],
             log_prob_true=float(log_probs[self.prompt.answer_id]),
-            log_prob_false=float(log_probs[self.prompt.negative_id]),
+            log_prob_false=float(log_probs[self.prompt.negative_id]), stamp_ns=self.schedule.stamps_ns[n - 1],
         )
 
     def full_recompute(self, num_frames: int | None = None) -> PrefixScore:

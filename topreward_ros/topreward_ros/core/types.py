@@ -20,6 +20,7 @@ class ModelConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     attn_implementation: str = "auto"  # auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | ...
     trust_remote_code: bool = False
+    allow_pickle_weights: bool = False  # .bin/.pt weights can run code when unpickled: safetensors only unless set
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class PrefixScore:
     elapsed: float  # time since the episode's first frame [s]
     log_prob_true: float
     log_prob_false: float
+    stamp_ns: int = 0  # the newest frame's capture stamp, exact [ns]
 
     @property
     def p_true(self) -> float:

@@ -1,0 +1,167 @@
+"""Camera messages -> the episode buffer: stamp checks, conversion, tiling, per-reason rejection counts.
+
+Runs in the camera callbacks and never waits for inference. A message that is rejected changes no
+state: only a frame the buffer keeps moves the camera's clock forward, so one corrupt message, whatever
+its stamp, cannot make later good frames look old.
+
+Stamps (carried as exact integer nanoseconds):
+- the header stamp is the capture time;
+- a zero stamp means "not stamped": if the episode's first kept frame of that camera was unstamped,
+  the receive time on the node's clock is used for all its frames; on a stamped camera a zero stamp is
+  rejected, since receive time is another clock (a recording or a simulation);
+- stamps further than `max_stamp_lead` seconds ahead of the node's clock are rejected (a corrupt
+  header); stamps in the past are fine (replayed recordings);
+- on the primary camera a stamp at or before the newest kept frame is rejected, until the next episode.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .core.episode_buffer import EpisodeBuffer
+from .core.tiling import tile_views
+from .image_conversion import ImageConversionError, check_message, to_rgb
+from .node_config import IntakeConfig
+
+_RATE_WINDOW = 5.0  # [s] the camera rate in diagnostics is averaged over this long
+
+
+@dataclass
+class CameraState:
+    """One camera's counters and its newest usable message (secondary views)."""
+
+    topic: str
+    received: int = 0
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    receipts: deque = field(default_factory=lambda: deque(maxlen=2000))  # time.monotonic() of recent messages
+    unstamped: bool | None = None  # per episode: whether its frames use receive time (None: no frame kept yet)
+    episode: int = -1  # the episode `unstamped` and `latest` belong to
+    latest: tuple[object, int] | None = None  # (message, stamp [ns]) of a secondary view
+
+    def rate(self, now: float) -> float:
+        recent = sum(1 for t in self.receipts if now - t <= _RATE_WINDOW)
+        return recent / _RATE_WINDOW
+
+    def silent_for(self, now: float) -> float | None:
+        return now - self.receipts[-1] if self.receipts else None
+
+
+@dataclass(frozen=True)
+class CameraReport:
+    """A consistent copy of one camera's counters for diagnostics."""
+
+    topic: str
+    received: int
+    rejected: dict[str, int]
+    rate_hz: float
+    silent_for: float | None  # [s] since the last message, None before the first
+
+
+class Rejected(Exception):
+    """A camera message that is dropped; `reason` is the counter it goes to."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CameraIntake:
+    """Turns the messages of the configured cameras into kept frames of the live episode."""
+
+    def __init__(self, config: IntakeConfig, buffer: EpisodeBuffer, now_ns: Callable[[], int],
+                 warn: Callable[[str], None]) -> None:
+        self.config, self.buffer, self._now_ns, self._warn = config, buffer, now_ns, warn
+        self.cameras = [CameraState(topic) for topic in config.scored_topics]
+        self.frame_id = ""  # of the primary camera's newest kept frame
+        self._lock = threading.Lock()  # counters are written by camera callbacks, read by diagnostics
+
+    def reports(self) -> list[CameraReport]:
+        now = time.monotonic()
+        with self._lock:
+            return [CameraReport(c.topic, c.received, dict(c.rejected), c.rate(now), c.silent_for(now))
+                    for c in self.cameras]
+
+    def on_message(self, msg, index: int) -> None:
+        camera = self.cameras[index]
+        with self._lock:
+            camera.received += 1
+            camera.receipts.append(time.monotonic())
+        try:
+            self._take(msg, index, camera)
+        except (Rejected, ImageConversionError) as exc:
+            with self._lock:
+                camera.rejected[exc.reason] += 1
+            self._warn(f"{camera.topic}: frame dropped ({exc.reason}): {exc}")
+
+    def _stamp_ns(self, msg, camera: CameraState, episode: int) -> tuple[int, bool]:
+        """(capture stamp [ns], whether it is the receive time), or Rejected; changes no state."""
+        stamp = msg.header.stamp
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        unstamped = camera.unstamped if camera.episode == episode else None
+        now = self._now_ns()
+        if stamp_ns == 0:
+            if unstamped is False:
+                raise Rejected("zero_stamp", "zero stamp on a camera whose frames are stamped (receive time is "
+                                             "another clock)")
+            return now, True
+        if unstamped is True:
+            raise Rejected("mixed_stamps", "stamped frame on a camera that sent unstamped ones this episode; "
+                                           "call ~/reset to switch")
+        lead = self.config.max_stamp_lead
+        if lead > 0 and now > 0 and stamp_ns > now + lead * 1e9:  # now is 0 until /clock runs (sim time)
+            raise Rejected("future_stamp", f"stamp {(stamp_ns - now) / 1e9:.1f} s ahead of the node's clock "
+                                           f"(max_stamp_lead {lead:g} s)")
+        return stamp_ns, False
+
+    def _take(self, msg, index: int, camera: CameraState) -> None:
+        episode = self.buffer.episode_id
+        stamp_ns, unstamped = self._stamp_ns(msg, camera, episode)
+        if index > 0:  # a secondary view: checked now, converted only when a primary frame is tiled with it
+            check_message(msg, self.config.max_image_pixels)
+            latest = camera.latest if camera.episode == episode else None
+            if latest is not None and stamp_ns < latest[1]:
+                raise Rejected("stamp_backwards", f"stamp went back {(latest[1] - stamp_ns) / 1e9:.3f} s")
+            with self._lock:
+                camera.episode, camera.latest = episode, (msg, stamp_ns)
+                camera.unstamped = unstamped
+            return
+        last = self.buffer.last_stamp_ns()
+        if last is not None and stamp_ns <= last:
+            if stamp_ns == last:
+                raise Rejected("duplicate_stamp", "same stamp as the previous kept frame")
+            raise Rejected("stamp_backwards", f"stamp went back {(last - stamp_ns) / 1e9:.3f} s (replaying a "
+                                              "recording? call ~/reset between episodes)")
+        t = stamp_ns / 1e9
+        ticket = self.buffer.admit(t)  # the episode this frame is for, if it is sampled at all
+        if ticket is None:
+            if not self.buffer.instruction:
+                self._warn("no instruction yet: publish one on ~/instruction")
+            return
+        frame = to_rgb(msg, self.config.max_image_pixels)
+        if len(self.cameras) > 1:
+            frame = tile_views([frame] + [self._secondary(c, stamp_ns, ticket) for c in self.cameras[1:]],
+                               self.buffer.config.frame_size)
+        # Dropped if a reset came in meanwhile: a frame of the old episode never starts the next one.
+        if self.buffer.offer(frame, t, ticket, stamp_ns):
+            with self._lock:
+                camera.episode, camera.unstamped = ticket, unstamped
+            self.frame_id = msg.header.frame_id
+
+    def _secondary(self, camera: CameraState, stamp_ns: int, episode: int) -> np.ndarray | None:
+        latest = camera.latest if camera.episode == episode else None
+        if latest is None or abs(latest[1] - stamp_ns) > self.config.max_view_skew * 1e9:
+            self._warn(f"{camera.topic}: no frame within max_view_skew of the primary view; tiling a black view")
+            return None
+        try:
+            return to_rgb(latest[0], self.config.max_image_pixels)
+        except ImageConversionError as exc:
+            with self._lock:
+                camera.rejected[exc.reason] += 1
+                camera.latest = None
+            self._warn(f"{camera.topic}: frame dropped ({exc.reason}): {exc}")
+            return None

@@ -1,0 +1,93 @@
+"""The reward node's whole configuration as one object, built by keyword from its parameter values.
+
+Built and validated (each value and the rules between them) before the model loads, so that a bad
+combination fails in milliseconds instead of after minutes of loading an 8B model. Imports neither
+torch nor rclpy.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .core.prompt import PromptConfig
+from .core.types import ModelConfig, ScheduleConfig, SuccessConfig
+
+MAX_INSTRUCTION_CHARS = 1000  # a task, not a document: longer text is rejected with this limit named
+
+
+class ConfigError(ValueError):
+    """The parameters do not make a usable configuration; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    """Camera topics and what the node accepts from them."""
+
+    camera_topics: tuple[str, ...]
+    tile_views: bool = False
+    max_view_skew: float = 0.5  # [s]
+    max_image_pixels: int = 16_000_000
+    max_stamp_lead: float = 10.0  # [s] stamps further ahead of the node's clock are rejected; 0: no check
+    camera_timeout: float = 5.0  # [s] diagnostics WARN after this long without a message; 0: no check
+    qos_reliability: str = "best_effort"
+    qos_depth: int = 5
+
+    @property
+    def scored_topics(self) -> tuple[str, ...]:
+        """The topics whose frames reach the model: all when tiled, else the primary only."""
+        return self.camera_topics if self.tile_views else self.camera_topics[:1]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything the node reads on configure."""
+
+    model: ModelConfig
+    schedule: ScheduleConfig
+    prompt: PromptConfig
+    success: SuccessConfig
+    intake: IntakeConfig
+    instruction: str = ""
+    reset_service: str = ""
+    record_dir: str = ""
+    tau: float = 2.0
+    delta_max: float = 2.0
+    max_consecutive_failures: int = 5
+
+    @classmethod
+    def from_parameters(cls, p: Mapping[str, object]) -> NodeConfig:
+        """The configuration of the parameter values `p` (name -> value); raises ConfigError."""
+        try:
+            return cls(
+                model=ModelConfig(model=p["model"], device=p["device"], dtype=p["dtype"],
+                                  attn_implementation=p["attn_implementation"],
+                                  trust_remote_code=p["trust_remote_code"],
+                                  allow_pickle_weights=p["allow_pickle_weights"]),
+                schedule=ScheduleConfig(sample_fps=p["sample_fps"], frame_size=tuple(p["frame_size"]),
+                                        max_frames=p["max_frames"]),
+                prompt=PromptConfig(prefix=p["prompt_prefix"], suffix=p["prompt_suffix"],
+                                    chat_template=p["chat_template"]),
+                success=SuccessConfig(threshold=p["success_threshold"], consecutive=p["success_consecutive"],
+                                      min_episode_duration=p["min_episode_duration"], metric=p["success_metric"]),
+                intake=IntakeConfig(camera_topics=tuple(p["camera_topics"]), tile_views=p["tile_views"],
+                                    max_view_skew=p["max_view_skew"], max_image_pixels=p["max_image_pixels"],
+                                    max_stamp_lead=p["max_stamp_lead"], camera_timeout=p["camera_timeout"],
+                                    qos_reliability=p["qos_reliability"], qos_depth=p["qos_depth"]),
+                instruction=p["instruction"], reset_service=p["reset_service"], record_dir=p["record_dir"],
+                tau=p["tau"], delta_max=p["delta_max"], max_consecutive_failures=p["max_consecutive_failures"],
+            )
+        except ValueError as exc:  # each config dataclass validates itself, cross-field rules included
+            raise ConfigError(str(exc)) from None
+
+    def warnings(self) -> list[str]:
+        """Combinations that work but are probably not what was meant."""
+        topics, out = self.intake.camera_topics, []
+        if len(topics) > 1 and not self.intake.tile_views:
+            out.append(f"{len(topics)} camera topics but tile_views is false: only {topics[0]} is scored")
+        height, width = self.schedule.frame_size
+        if self.intake.tile_views and len(topics) == 1:
+            out.append(f"tile_views is true with one camera topic: nothing to tile ({topics[0]} is scored alone)")
+        if len(self.intake.scored_topics) == 1 and width >= 2 * height:
+            out.append(f"frame_size {height}x{width} is wide for one view: the camera image is stretched "
+                       "(a tiled profile with one camera_topic?); set frame_size: [256, 256]")
+        return out
