@@ -62,6 +62,17 @@ if ! fresh pkg "$pkg_hash"; then
     step "installing topreward_ros"
     pip_install --no-deps --no-build-isolation "$ROOT/topreward_ros"
     rm -rf "$ROOT/topreward_ros/build"
+    # `ros2 run` and `ros2 launch` look for executables in <prefix>/lib/<package>/, where colcon puts them
+    # (setup.cfg install_scripts); pip ignores that and leaves them in bin/ only.
+    mkdir -p "$VENV/lib/topreward_ros"
+    for exe in reward_node replay_video topreward; do ln -sf "../../bin/$exe" "$VENV/lib/topreward_ros/$exe"; done
     echo "$pkg_hash" > "$STAMPS/pkg"
+fi
+
+# 4. `ros2 launch` and the ros2 CLI, where this machine carries them as wheels built from the public sources
+#    (a real ROS install brings its own). Idempotent: skipped in a second when already installed.
+LAUNCH_WHEELS=${TOPREWARD_ROS2_LAUNCH:-$ROOT/../shared/ros2-launch}
+if [ -f "$LAUNCH_WHEELS/install.sh" ]; then
+    bash "$LAUNCH_WHEELS/install.sh" "$VENV" | sed 's/^/[setup] /'
 fi
 step "ready ($VENV)"

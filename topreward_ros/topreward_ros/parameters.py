@@ -1,6 +1,8 @@
 """The reward node's parameters: names, defaults, descriptions, ranges and validation.
 
-One table drives the declarations, config/reward.yaml's documentation and the README's table.
+One table drives the declarations, config/reward.yaml and the README's table:
+  python -m topreward_ros.parameters yaml > topreward_ros/config/reward.yaml
+  python -m topreward_ros.parameters markdown     # the README's parameter table
 """
 from __future__ import annotations
 
@@ -156,3 +158,49 @@ def validate(name: str, value) -> str | None:
     if name in ("prompt_suffix",) and not str(value).strip():
         return "must not be empty"
     return None
+
+
+def _yaml_value(value) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def _notes(param: Param, runtime: str, range_format: str) -> str:
+    notes = [runtime] if param.name in RUNTIME_PARAMETERS else []
+    if param.range is not None:
+        low, high = (f"{v:g}" for v in param.range)
+        notes.append(range_format.format(low=low, high=high))
+    return " ".join([param.description] + notes)
+
+
+def render_yaml() -> str:
+    """config/reward.yaml: every parameter with its default and its description as a comment."""
+    import textwrap
+
+    lines = ["# topreward reward node: every parameter with its default (made by `python -m topreward_ros.parameters "
+             "yaml`).",
+             "# Use as --params-file; a robot profile (config/<robot>.yaml) overrides the camera part.",
+             "# Read on configure unless marked [runtime]; ranges are enforced by the parameter descriptors.",
+             "/**:", "  ros__parameters:"]
+    for param in PARAMETERS:
+        note = _notes(param, "[runtime]", "Range {low}..{high}.")
+        lines += textwrap.wrap(note, 104, initial_indent="    # ", subsequent_indent="    # ")
+        lines.append(f"    {param.name}: {_yaml_value(param.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown() -> str:
+    """The README's parameter table."""
+    rows = ["| name | default | meaning |", "| --- | --- | --- |"]
+    for param in PARAMETERS:
+        default = "(paper's text)" if param.name.startswith("prompt_") else _yaml_value(param.default)
+        rows.append(f"| `{param.name}` | `{default}` | "
+                    f"{_notes(param, 'Changeable at runtime.', 'Range {low} to {high}.')} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print({"yaml": render_yaml, "markdown": render_markdown}[sys.argv[1]](), end="")

@@ -9,6 +9,7 @@ reset service. Progress and SuccessDetected of the node are printed as they arri
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
@@ -67,6 +69,27 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+class Stopped(Exception):
+    """SIGINT or SIGTERM: end now, cleanly."""
+
+
+def _sleep(stop: threading.Event, seconds: float) -> None:
+    if stop.wait(max(seconds, 0.0)):
+        raise Stopped
+
+
+def _reset(node: ReplayNode, args: argparse.Namespace, stop: threading.Event) -> None:
+    """Call the reset service and wait for its reply, at most --reply-timeout seconds."""
+    if not node.reset.wait_for_service(timeout_sec=args.reply_timeout):
+        raise RuntimeError(f"{args.reset_service} not available after {args.reply_timeout:g} s")
+    future = node.reset.call_async(Trigger.Request())
+    deadline = time.monotonic() + args.reply_timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no reply from {args.reset_service} within {args.reply_timeout:g} s")
+        _sleep(stop, 0.01)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="replay_video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,22 +102,29 @@ def main(argv: list[str] | None = None) -> int:
                         "first; empty: never")
     parser.add_argument("--node", default="/topreward", help="the reward node, whose progress is printed")
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for a subscriber (model load)")
+    parser.add_argument("--reply-timeout", type=_positive, default=10.0,
+                        help="seconds to wait for the reset service and for its reply")
     parser.add_argument("--linger", type=float, default=3.0, help="seconds to keep printing after the last frame")
     args, ros_args = parser.parse_known_args(argv)
-    try:
-        frames = list(read_frames(args.video))
+    try:  # a bad file fails before ROS starts; frames are then decoded as they are sent, never all held
+        next(iter(read_frames(args.video)))
     except VideoReadError as exc:
         print(f"replay_video: error: {exc}", file=sys.stderr)
         return 2
-    if not frames:
+    except StopIteration:
         print(f"replay_video: error: {args.video} has no frames", file=sys.stderr)
         return 2
-    rclpy.init(args=ros_args)
+    rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
+    # After rclpy.init, which resets the handlers: both signals end the replay the same orderly way.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = ReplayNode(args)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
+    sent = 0
     try:
         print(f"replay_video: waiting up to {args.wait:.0f} s for a subscriber on {args.topic} ...", flush=True)
         deadline = time.monotonic() + args.wait
@@ -102,31 +132,34 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline:
                 print(f"replay_video: error: nobody subscribed to {args.topic}", file=sys.stderr)
                 return 1
-            time.sleep(0.1)
+            _sleep(stop, 0.1)
         for loop in range(args.loops):
             if loop and node.reset is not None:
-                if not node.reset.wait_for_service(timeout_sec=10.0):
-                    print(f"replay_video: error: {args.reset_service} not available", file=sys.stderr)
-                    return 1
-                future = node.reset.call_async(Trigger.Request())
-                while not future.done():
-                    time.sleep(0.01)
-            start = time.monotonic()
-            for frame, t in frames:
-                delay = start + (t - frames[0][1]) / args.speed - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                _reset(node, args, stop)
+            start = first = None
+            for frame, t in read_frames(args.video):
+                if start is None:
+                    start, first = time.monotonic(), t
+                _sleep(stop, start + (t - first) / args.speed - time.monotonic())
                 node.publish(frame, args.frame_id)
-        time.sleep(args.linger)
-        print(f"replay_video: {args.loops} x {len(frames)} frames sent, {node.received} progress messages received")
+                sent += 1
+        _sleep(stop, args.linger)
+        print(f"replay_video: {sent} frames sent in {args.loops} loop(s), {node.received} progress messages "
+              "received")
         return 0 if node.received else 1
-    except KeyboardInterrupt:
+    except Stopped:
+        print(f"replay_video: stopped after {sent} frames", file=sys.stderr)
         return 130
+    except (RuntimeError, VideoReadError) as exc:
+        print(f"replay_video: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         executor.shutdown()
         spinner.join(timeout=5.0)  # the spin thread must be gone before the context is (else: abort)
         node.destroy_node()
         rclpy.try_shutdown()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

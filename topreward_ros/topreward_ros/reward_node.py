@@ -373,17 +373,22 @@ def _quiet_model_loading() -> None:
         pass
 
 
+def _catch_signals(stop: threading.Event) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+
 def main(args: list[str] | None = None) -> int:
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.signals import SignalHandlerOptions
 
-    # Our own signal handling: Ctrl-C in a terminal reaches the node twice (from the terminal and again
-    # from ros2 launch); both only ask for one orderly end, never an exit by the signal itself.
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     _quiet_model_loading()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # Our own signal handling, installed after rclpy.init (which resets the handlers at the C level):
+    # Ctrl-C in a terminal reaches the node twice (from the terminal and again from ros2 launch); both
+    # only ask for one orderly end, never an exit by the signal itself.
+    stop = threading.Event()
+    _catch_signals(stop)
     try:
         node = RewardNode()
     except (InvalidParameterValueException, InvalidParameterTypeException, ConfigError) as exc:
@@ -396,10 +401,15 @@ def main(args: list[str] | None = None) -> int:
     spinner.start()
     while not stop.wait(0.1) and node.exit_code is None and spinner.is_alive():
         pass
+    node.get_logger().info("shutting down" if stop.is_set() else f"exiting with status {node.exit_code}")
     finished = node.close()
     executor.shutdown(timeout_sec=1.0)
     node.destroy_node()
     rclpy.try_shutdown()
+    # try_shutdown restored the default handlers, and interpreter exit would too: a second Ctrl-C (ros2
+    # launch forwards one more) must not turn a clean exit into death by signal.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     code = node.exit_code or 0
     if not finished:  # an inference is still running in a daemon thread: do not wait for it at exit
         sys.stdout.flush()

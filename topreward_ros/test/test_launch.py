@@ -1,0 +1,284 @@
+"""The node under a real `ros2 launch`, used as a lab would: profiles, arguments, lifecycle, Ctrl-C.
+
+Runs wherever `ros2 launch` is installed (a ROS install, or this project's venv where the machine carries
+the launch wheels); skips elsewhere, but never in CI, where the setup installs them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from ament_index_python.packages import get_package_prefix, get_package_share_directory
+from conftest import random_frames
+
+REPO = Path(__file__).resolve().parents[2]
+SHARE = Path(get_package_share_directory("topreward_ros"))
+HAVE_LAUNCH = all(importlib.util.find_spec(m) for m in ("launch_ros", "ros2launch")) and shutil.which("ros2")
+if not HAVE_LAUNCH:
+    if os.environ.get("CI"):
+        pytest.fail("ros2 launch is not installed in CI: scripts/setup.sh should have installed it", pytrace=False)
+    pytest.skip("ros2 launch is not installed (a ROS install or ../shared/ros2-launch brings it)",
+                allow_module_level=True)
+
+
+
+def launch_arguments() -> dict:
+    """ARGUMENTS of the installed launch file: name -> (default, description, choices)."""
+    spec = importlib.util.spec_from_file_location("reward_launch", SHARE / "launch" / "reward.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ARGUMENTS
+
+
+def _restore_sigint() -> None:
+    # A process started from a non-interactive shell inherits SIGINT as ignored; a terminal's would not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Launch:
+    """`ros2 launch topreward_ros reward.launch.py ARGS` in a process group of its own, like a terminal's."""
+
+    def __init__(self, env: dict, *args: str) -> None:
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.process = subprocess.Popen(["ros2", "launch", "topreward_ros", "reward.launch.py", *args], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                        preexec_fn=_restore_sigint, start_new_session=True)
+
+    @property
+    def output(self) -> str:
+        return Path(self.log.name).read_text()
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output:
+                return True
+            if self.process.poll() is not None:
+                return text in self.output
+            time.sleep(0.1)
+        return False
+
+    def ctrl_c(self, group: bool = True, times: int = 1) -> None:
+        """Ctrl-C in a terminal signals the whole group; `group=False` signals ros2 launch alone."""
+        for _ in range(times):
+            if group:
+                os.killpg(self.process.pid, signal.SIGINT)
+            else:
+                self.process.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 15.0) -> tuple[int, float]:
+        start = time.monotonic()
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise AssertionError(f"ros2 launch still running {timeout} s after Ctrl-C:\n{self.output}") from None
+        return code, time.monotonic() - start
+
+
+@pytest.fixture
+def launch_env(domain_id, tmp_path, tiny_model_path):
+    return {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "ROS_HOME": str(tmp_path / "ros"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+            "RCUTILS_COLORIZED_OUTPUT": "0"}
+
+
+@pytest.fixture
+def client(launch_env):
+    """An rclpy node on the launched node's domain."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=int(launch_env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("launch_test_client", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    node.spin_for = lambda seconds: _spin(executor, seconds)
+    yield node
+    node.destroy_node()
+    context.try_shutdown()
+
+
+def _spin(executor, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+
+
+def assert_clean_exit(launch: Launch, code: int, seconds: float) -> None:
+    out = launch.output
+    assert code == 0, out
+    assert seconds < 8.0, f"took {seconds:.1f} s after Ctrl-C"
+    assert "[ERROR]" not in out and "Traceback" not in out, out
+    assert "process has finished cleanly" in out, out
+
+
+def subscribed_topics(client, namespace: str) -> set[str]:
+    return {name for name, _ in client.get_subscriber_names_and_types_by_node("topreward", namespace)}
+
+
+def test_executables_are_where_ros2_run_and_launch_look():
+    lib = Path(get_package_prefix("topreward_ros")) / "lib" / "topreward_ros"
+    for exe in ("reward_node", "replay_video", "topreward"):
+        assert os.access(lib / exe, os.X_OK), lib / exe
+    listed = subprocess.run(["ros2", "pkg", "executables", "topreward_ros"], capture_output=True, text=True,
+                            timeout=60).stdout.split()
+    assert {"reward_node", "replay_video", "topreward"} <= set(listed), listed
+
+
+def test_readme_launch_examples_use_declared_arguments_and_table_matches():
+    arguments = launch_arguments()
+    readme = (REPO / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if "reward.launch.py" in line and ":=" in line]
+    assert lines, "the README shows no launch example"
+    for line in lines:
+        for name in re.findall(r"(\w+):=", line):
+            assert name in arguments, f"README passes undeclared launch argument {name}:= in: {line}"
+    for name, (default, _, choices) in arguments.items():
+        row = next((r for r in readme.splitlines() if r.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"launch argument {name} missing from the README table"
+        assert f"`{default}`" in row or (default == "" and "(files)" in row), row
+        for choice in choices or ():
+            assert choice in row, (name, choice, row)
+
+
+def test_every_robot_profile_starts_and_subscribes_to_its_topics(launch_env, client, tiny_model_path):
+    import yaml
+
+    profiles = {}
+    for robot in ("franka", "yam", "yam_bimanual", "so101"):
+        params = yaml.safe_load((SHARE / "config" / f"{robot}.yaml").read_text())["/**"]["ros__parameters"]
+        profiles[robot] = params["camera_topics"]
+    # All four at once, each in its own namespace: one launch each, as four robots would run them.
+    launches = {robot: Launch(launch_env, f"robot:={robot}", f"namespace:={robot}", f"model:={tiny_model_path}",
+                              "device:=cpu") for robot in profiles}
+    try:
+        for launch in launches.values():
+            assert launch.wait_for("activated:", 120), launch.output
+        client.spin_for(1.0)
+        for robot, topics in profiles.items():
+            deadline = time.monotonic() + 10
+            while not set(topics) <= subscribed_topics(client, f"/{robot}") and time.monotonic() < deadline:
+                client.spin_for(0.2)
+            found = subscribed_topics(client, f"/{robot}")
+            assert set(topics) <= found, (robot, found)
+            assert f"/{robot}/topreward/progress" in {n for n, _ in client.get_topic_names_and_types()}
+    finally:
+        for launch in launches.values():
+            launch.ctrl_c(group=True)
+    for launch in launches.values():
+        assert_clean_exit(launch, *launch.finish())
+
+
+def test_frames_come_back_as_progress_with_camera_topic_and_params_file(launch_env, client, tiny_model_path,
+                                                                       tmp_path):
+    from rcl_interfaces.srv import GetParameters
+    from sensor_msgs.msg import CompressedImage
+
+    from topreward_msgs.msg import Progress
+
+    params = tmp_path / "threshold.yaml"
+    records = tmp_path / "records"
+    params.write_text(f"/**:\n  ros__parameters:\n    success_threshold: -42.5\n    record_dir: {records}\n")
+    launch = Launch(launch_env, "robot:=yam_bimanual", "camera_topic:=/one/cam/image_raw/compressed",
+                    f"params_file:={params}", f"model:={tiny_model_path}", "device:=cpu",
+                    "instruction:=hand over the cup")
+    try:
+        assert launch.wait_for("activated:", 120), launch.output
+        got = []
+        client.create_subscription(Progress, "/topreward/progress", got.append, 10)
+        pub = client.create_publisher(CompressedImage, "/one/cam/image_raw/compressed", 10)
+        get = client.create_client(GetParameters, "/topreward/get_parameters")
+        assert get.wait_for_service(timeout_sec=10)
+        future = get.call_async(GetParameters.Request(names=["camera_topics", "tile_views", "frame_size",
+                                                             "success_threshold", "instruction"]))
+        deadline = time.monotonic() + 10
+        while not future.done() and time.monotonic() < deadline:
+            client.spin_for(0.05)
+        topics, tile, size, threshold, instruction = future.result().values
+        assert list(topics.string_array_value) == ["/one/cam/image_raw/compressed"] and not tile.bool_value
+        assert list(size.integer_array_value) == [256, 256] and threshold.double_value == -42.5
+        assert instruction.string_value == "hand over the cup"
+        deadline = time.monotonic() + 10
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            client.spin_for(0.1)
+        frames = random_frames(40, seed=3, size=(128, 128))
+        for k, frame in enumerate(frames):
+            msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", frame)[1].tobytes())
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 100 + k // 2, (k % 2) * 500_000_000
+            pub.publish(msg)
+            client.spin_for(0.05)  # the worker is busy most of the time: Ctrl-C below lands mid-inference
+        assert got and got[-1].instruction == "hand over the cup", launch.output
+        assert np.all(np.diff([m.num_frames for m in got]) > 0)
+    finally:
+        launch.ctrl_c(group=False)  # to ros2 launch alone: it forwards SIGINT to the node
+    assert_clean_exit(launch, *launch.finish())
+    assert (records / "episodes.jsonl").exists(), launch.output
+
+
+def test_autostart_false_then_lifecycle_set_then_repeated_ctrl_c(launch_env, tiny_model_path):
+    def ros2(*args: str) -> subprocess.CompletedProcess:
+        # Without the daemon the CLI discovers the graph afresh each call; on a busy machine it can miss the
+        # node, so a "Node not found" is tried again.
+        for _ in range(10):
+            result = subprocess.run(["ros2", *args, "--no-daemon", "--spin-time", "2"], env=launch_env,
+                                    capture_output=True, text=True, timeout=120)
+            if "Node not found" not in result.stderr:
+                break
+        return result
+
+    launch = Launch(launch_env, f"model:={tiny_model_path}", "device:=cpu", "autostart:=false",
+                    "instruction:=open the drawer")
+    try:
+        assert launch.wait_for("process started", 60), launch.output
+        state = ""
+        for _ in range(40):
+            state = ros2("lifecycle", "get", "/topreward").stdout
+            if "unconfigured" in state:
+                break
+            time.sleep(0.5)
+        assert "unconfigured" in state, state + launch.output
+        assert "loading" not in launch.output  # nothing loaded without a lifecycle manager
+        # An integer for a float parameter, at runtime (the README says it is accepted).
+        result = ros2("param", "set", "/topreward", "sample_fps", "2")
+        assert "Set parameter successful" in result.stdout, result.stdout + result.stderr
+        for transition in ("configure", "activate"):
+            result = ros2("lifecycle", "set", "/topreward", transition)
+            assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
+        assert "active [3]" in ros2("lifecycle", "get", "/topreward").stdout
+        assert launch.wait_for("activated:", 10)
+    finally:
+        launch.ctrl_c(group=True, times=3)  # an impatient user
+    assert_clean_exit(launch, *launch.finish())
+
+
+def test_bad_model_and_bad_arguments_fail_in_seconds_with_one_line(launch_env, tmp_path):
+    start = time.monotonic()
+    launch = Launch(launch_env, "model:=SomeOrg/not-a-model")
+    code, _ = launch.finish(timeout=60)
+    seconds = time.monotonic() - start
+    errors = [line for line in launch.output.splitlines() if "[topreward]" in line and "ERROR" in line]
+    assert len(errors) == 1 and "SomeOrg/not-a-model" in errors[0] and "local checkpoint directory" in errors[0], \
+        launch.output
+    assert "Traceback" not in launch.output and seconds < 30, (seconds, launch.output)
+    assert "exiting with status 1" in launch.output
+    launch = Launch(launch_env, f"model:={tmp_path / 'missing'}")
+    launch.finish(timeout=60)
+    assert "does not exist" in launch.output and "Traceback" not in launch.output, launch.output
+    launch = Launch(launch_env, "log_level:=verbose")
+    launch.finish(timeout=30)
+    assert "Valid options are" in launch.output and "Traceback" not in launch.output, launch.output
+    assert "reward_node" not in launch.output
