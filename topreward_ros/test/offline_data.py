@@ -33,10 +33,11 @@ def frame_number(img: np.ndarray) -> int:
 
 
 def write_mp4(path: Path, numbers: list[int], fps: int = FPS) -> Path:
-    """Intra-only mpeg4: a frame decodes to the same pixels whichever file it is in."""
+    """Intra-only mpeg4 at a fixed quantizer: a frame decodes to the same pixels whichever file it is in."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
+        # Fixed quantizer: rate control would otherwise give a frame another quality after other frames.
+        stream = container.add_stream("mpeg4", rate=fps, options={"qmin": "2", "qmax": "2"})
         stream.width = stream.height = SIZE
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = 1

@@ -56,9 +56,9 @@ def suggest_threshold(scores: Sequence[float], labels: Sequence[bool]) -> Thresh
     Midway, so that a new episode scoring a little under the lowest accepted success still passes: on
     the labelled episodes it classifies exactly as the cut itself does.
     """
-    fpr, tpr, cuts = roc_points(scores, labels)
     if not (np.asarray(labels, bool).any() and not np.asarray(labels, bool).all()):
         raise ValueError("a threshold needs at least one success and one failure")
+    fpr, tpr, cuts = roc_points(scores, labels)
     j = tpr - fpr
     best = int(np.argmax(j[1:])) + 1  # skip the (0, 0) point: its cut is +inf
     cut = float(cuts[best])
