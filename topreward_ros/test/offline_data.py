@@ -59,7 +59,8 @@ def _features(v3: bool) -> dict:
                       "video.pix_fmt": "yuv420p"}}
     return {
         "observation.images.top": video,
-        "observation.images.wrist": {"dtype": "image", "shape": [SIZE, SIZE, 3], "names": ["height", "width", "channels"]},
+        "observation.images.wrist": {"dtype": "image", "shape": [SIZE, SIZE, 3],
+                                     "names": ["height", "width", "channels"]},
         "action": {"dtype": "float32", "shape": [2], "names": None},
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
         "frame_index": {"dtype": "int64", "shape": [1], "names": None},

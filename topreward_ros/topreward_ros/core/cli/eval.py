@@ -49,14 +49,14 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no per-episode lines")
 
 
-def list_episodes(args: argparse.Namespace) -> tuple[str, list[Episode | Skipped]]:
-    """The selected episodes (frames not yet read) and the detected format; exit 2 when there is none."""
+def list_episodes(args: argparse.Namespace, selected: bool = True) -> tuple[str, list[Episode | Skipped]]:
+    """The (selected) episodes, frames not yet read, and the detected format; exit 2 when there is none."""
     fmt = args.format or detect_format(args.source)
     options = SourceOptions(cameras=args.camera, instruction=args.instruction,
                             instruction_topic=args.instruction_topic, episode_topic=args.episode_topic)
     items = list(read_source(args.source, fmt, options))
     try:
-        items = select(items, args.episodes)
+        items = select(items, args.episodes if selected else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not items:

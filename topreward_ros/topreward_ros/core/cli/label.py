@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is a folder; give a file name")
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    _, every = list_episodes(args, selected=False)  # every episode gets rows, scored or not
     _, items = list_episodes(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     # --dense scores every sampled frame once; the sparse column uses the K-prefix subset of the same values.
@@ -50,16 +51,18 @@ def run(args: argparse.Namespace) -> int:
     if not curves:
         print("topreward: error: no episode could be scored", file=sys.stderr)
         return 2
-    episodes = [e for e in items if getattr(e, "num_frames", None) is not None]
+    episodes = [e for e in every if getattr(e, "num_frames", None) is not None]
     table = label_table(episodes, curves, args.prefixes, args.dense, curves[next(iter(curves))].model)
     write_table(table, out, args.csv)
     skipped = {s.key: s.reason for s in outcome.skipped}
     out.with_name(f"{out.stem}.summary.json").write_text(json.dumps(
         {"output": str(out), "rows": table.num_rows, "episodes_labelled": len(curves),
-         "episodes_skipped": len(skipped), "skipped": skipped}, indent=1) + "\n")
+         "episodes_skipped": len(skipped), "skipped": skipped,
+         "episodes_unscored": len(episodes) - len(curves)}, indent=1) + "\n")
     if not args.quiet:
         print(f"wrote {table.num_rows} rows ({len(curves)} episodes"
-              + (f", {len(skipped)} skipped with NaN progress = weight 1" if skipped else "") + f") to {out}")
+              + (f"; {len(episodes) - len(curves)} unscored with NaN progress = weight 1" if len(episodes) > len(curves)
+               else "") + f") to {out}")
         print("train with LeRobot's reward-aligned BC:")
         print("  lerobot-train --dataset.repo_id=<your/dataset> " + " ".join(training_flags(out, args.source,
                                                                                            args.dense)))
