@@ -76,9 +76,9 @@ def write_table(table, path: Path, as_csv: bool) -> None:
 def training_flags(path: Path, dataset: Path, dense: bool) -> list[str]:
     """The lerobot-train flags that weight samples by this file (it is never found without progress_path)."""
     return [
-        f"--dataset.root={dataset}",
+        f"--dataset.root={dataset.resolve()}",
         "--sample_weighting.type=rabc",
-        f"--sample_weighting.progress_path={path}",
+        f"--sample_weighting.progress_path={path.resolve()}",
         f"--sample_weighting.head_mode={'dense' if dense else 'sparse'}",
         "--sample_weighting.kappa=0.01",
     ]

@@ -100,4 +100,7 @@ def summary_lines(summary: dict) -> list[str]:
                      f"ROC-AUC {d['roc_auc']:.3f}")
         lines.append(f"suggested success_threshold {d['suggested_threshold']:.4f} by {d['criterion']}: "
                      f"TPR {d['tpr']:.3f}, FPR {d['fpr']:.3f}")
+        if d["youden_j"] <= 0:
+            lines.append("  warning: the success scores do not separate successes from failures (J <= 0): this "
+                         "threshold is no better than chance; do not deploy it")
     return lines
