@@ -1,18 +1,23 @@
 """The offline curve of one episode: TOPReward values at K prefixes, normalized, with VOC and rewards."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .metrics import dense_rewards, minmax_normalize, value_order_correlation
+from .metrics import dense_rewards, minmax_normalize, success_score, value_order_correlation
 from .scorer import StreamingScorer
 
 
 @dataclass
 class Curve:
-    """One episode's scored prefixes; the JSON written by `topreward score --out`."""
+    """One episode's scored prefixes: the JSON of `topreward score --out` and one line of `episodes.jsonl`.
+
+    One schema whichever command wrote it; the fields after `delta_max` say where the episode came from
+    and how it was scored, and are left at their defaults where that does not apply.
+    """
 
     model: str
     instruction: str
@@ -28,11 +33,31 @@ class Curve:
     voc: float
     tau: float
     delta_max: float
+    success_score: float | None = None  # the paper's: mean raw log p(True) of the last 3 prefixes
+    key: str | None = None  # the episode within its source (the resume key of `topreward eval`)
+    episode_id: int | str | None = None  # the dataset's episode index where there is one
+    source: str | None = None  # file (and offset or topic) the frames came from
+    success: bool | None = None  # the recorded label, None when unknown
+    settings: dict = field(default_factory=dict)  # scoring settings: prompt, frame size, fps asked, ...
+    # --static-check: the same prefix lengths of a video of the first sampled frame repeated (length bias).
+    static_log_prob_true: list[float] | None = None
+    static_normalized: list[float] | None = None
+    static_voc: float | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["voc"] = None if np.isnan(self.voc) else self.voc  # JSON has no NaN
+        for name in ("voc", "static_voc"):  # JSON has no NaN
+            if d[name] is not None and np.isnan(d[name]):
+                d[name] = None
         return d
+
+    @classmethod
+    def from_json(cls, data: dict) -> Curve:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("voc") is None:
+            values["voc"] = math.nan
+        return cls(**values)
 
 
 def prefix_lengths(num_frames: int, count: int | None = 15) -> list[int]:
@@ -67,5 +92,5 @@ def score_curve(scorer: StreamingScorer, lengths: Iterable[int], tau: float = 2.
         prefix_lengths=[s.num_frames for s in scores], prefix_times=[s.elapsed for s in scores],
         log_prob_true=raw, log_prob_false=[s.log_prob_false for s in scores], p_true=[s.p_true for s in scores],
         normalized=normalized.tolist(), reward=dense_rewards(normalized, tau, delta_max).tolist(),
-        voc=value_order_correlation(raw), tau=tau, delta_max=delta_max,
+        voc=value_order_correlation(raw), tau=tau, delta_max=delta_max, success_score=success_score(raw),
     )

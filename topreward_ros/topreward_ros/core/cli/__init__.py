@@ -1,0 +1,39 @@
+"""`topreward`: score recorded robot videos, evaluate a lab's recordings and label datasets with TOPReward.
+
+One module per command: `score.py` (one video), `eval.py` (many episodes: metrics, threshold, plots),
+`label.py` (per-frame progress for LeRobot's reward-aligned behaviour cloning).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..backend import ModelLoadError
+from ..offline.episode import SourceError
+from ..video import VideoReadError
+from . import eval as eval_command
+from . import label as label_command
+from . import score as score_command
+from .common import UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="topreward", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in (score_command, eval_command, label_command):
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="topreward: %(levelname)s: %(message)s", level=logging.WARNING)
+    try:
+        return args.run(args)
+    except (UsageError, VideoReadError, ModelLoadError, SourceError) as exc:
+        print(f"topreward: error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["UsageError", "build_parser", "main"]
