@@ -29,7 +29,7 @@ def dense_rewards(normalized: Sequence[float], tau: float = 2.0, delta_max: floa
     return np.clip(tau * np.exp(s - previous), 0.0, delta_max)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
+def ranks(x: np.ndarray) -> np.ndarray:
     """Ranks starting at 1, ties get the mean of the ranks they span."""
     order = np.argsort(x, kind="mergesort")
     ranks = np.empty(len(x), dtype=np.float64)
@@ -52,7 +52,7 @@ def value_order_correlation(values: Sequence[float]) -> float:
     v = np.asarray(values, dtype=np.float64)
     if v.size < 2 or np.all(v == v[0]):
         return math.nan
-    a = _ranks(v) - (v.size + 1) / 2.0
+    a = ranks(v) - (v.size + 1) / 2.0
     b = np.arange(1, v.size + 1, dtype=np.float64) - (v.size + 1) / 2.0
     return float(np.dot(a, b) / math.sqrt(np.dot(a, a) * np.dot(b, b)))
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..metrics import ranks
+
 CRITERION = "Youden's J (max TPR - FPR)"
 
 
@@ -18,15 +20,13 @@ def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
     The Mann-Whitney U statistic over mid-ranks, the same number as scikit-learn's roc_auc_score.
     """
-    from scipy.stats import rankdata
-
     s = np.asarray(scores, np.float64)
     y = np.asarray(labels, bool)
     positives, negatives = int(y.sum()), int((~y).sum())
     if not positives or not negatives:
         raise ValueError("ROC-AUC needs at least one success and one failure")
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    r = ranks(s)
+    return float((r[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def roc_points(scores: Sequence[float], labels: Sequence[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
