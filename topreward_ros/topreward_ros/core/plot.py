@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from .curve import Curve
+from .output_files import SOFTWARE, claim, png_ours
 
 
 def plot_curve(curve: Curve, path: str | Path, thumbnails: list[np.ndarray] | None = None) -> Path:
@@ -48,6 +49,6 @@ def plot_curve(curve: Curve, path: str | Path, thumbnails: list[np.ndarray] | No
     below.set_xlabel("time since first frame [s]")
     below.grid(alpha=0.3)
     path = Path(path)
-    fig.savefig(path, bbox_inches="tight")
+    fig.savefig(claim(Path(path), png_ours), bbox_inches="tight", metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..backend import ModelLoadError
 from ..offline.episode import SourceError
+from ..output_files import OutputError
 from ..video import VideoReadError
 from . import eval as eval_command
 from . import label as label_command
@@ -29,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="topreward: %(levelname)s: %(message)s", level=logging.WARNING)
+    if not sys.stderr.isatty():  # the model loader's progress bars are noise in logs and CI
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.run(args)
-    except (UsageError, VideoReadError, ModelLoadError, SourceError) as exc:
+    except (UsageError, VideoReadError, ModelLoadError, SourceError, OutputError) as exc:
         print(f"topreward: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..curve import Curve, prefix_lengths, score_curve
+from ..output_files import OutputError, claim, json_with, png_ours, write_atomic
 from ..schedule import FrameSchedule, resize_frame
 from ..video import read_frames
 from .common import UsageError, add_scoring_options, interactive, new_scorer, prompt_config, schedule_config
+
+CURVE_JSON = json_with("log_prob_true", "prefix_lengths")  # what `--out` writes: it may replace only that
 
 
 def _check_output(path: Path | None, plot: bool = False) -> None:
@@ -27,9 +30,9 @@ def _check_output(path: Path | None, plot: bool = False) -> None:
         if path.suffix.lstrip(".").lower() not in formats:
             raise UsageError(f"cannot plot to {path.name}: use one of .{', .'.join(sorted(formats))}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the folder of {path}: {exc.strerror}") from None
+        claim(path, png_ours if plot else CURVE_JSON)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_parser(sub) -> None:
@@ -95,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(lengths)} prefixes of {scorer.num_frames} sampled frames in {seconds:.2f} s")
     try:
         if args.out:
-            args.out.write_text(json.dumps(curve.to_json(), indent=1))
+            write_atomic(args.out, json.dumps(curve.to_json(), indent=1), CURVE_JSON)
         if args.plot:
             from ..plot import plot_curve
 
             plot_curve(curve, args.plot, _thumbnails(scorer.schedule.frames))
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..curve import Curve
+from ..output_files import SOFTWARE, claim, png_ours
 from .calibration import roc_points
 from .evaluate import finite
 
@@ -54,7 +55,7 @@ def plot_curves(curves: list[Curve], path: Path) -> Path:
     model = curves[0].model if curves else ""
     fig.suptitle(f"TOPReward curves, {model}{more}; x: time since first frame [s]", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(claim(path, png_ours), metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path
 
@@ -72,7 +73,7 @@ def plot_voc(curves: list[Curve], path: Path) -> Path:
     ax.set_ylabel("episodes")
     ax.set_title(f"VOC of {len(curves)} episode(s)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(claim(path, png_ours), metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path
 
@@ -95,7 +96,7 @@ def plot_roc(curves: list[Curve], path: Path, auc: float, threshold: float | Non
     ax.set_title(f"success detection, {len(labelled)} labelled episodes", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(claim(path, png_ours), metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path
 
