@@ -241,7 +241,7 @@ def test_autostart_false_then_lifecycle_set_then_repeated_ctrl_c(launch_env, tin
         return result
 
     launch = Launch(launch_env, f"model:={tiny_model_path}", "device:=cpu", "autostart:=false",
-                    "instruction:=open the drawer")
+                    "instruction:=open the drawer", "log_level:=debug")
     try:
         assert launch.wait_for("process started", 60), launch.output
         state = ""
@@ -260,6 +260,10 @@ def test_autostart_false_then_lifecycle_set_then_repeated_ctrl_c(launch_env, tin
             assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
         assert "active [3]" in ros2("lifecycle", "get", "/topreward").stdout
         assert launch.wait_for("activated:", 10)
+        # log_level:=debug is the node's own: its debug lines show, rcl's and DDS's do not.
+        debug = [line for line in launch.output.splitlines() if "[DEBUG]" in line]
+        assert any("[topreward]: configuration: NodeConfig(" in line for line in debug), launch.output
+        assert all("[topreward]" in line for line in debug), [line for line in debug if "[topreward]" not in line][:5]
     finally:
         launch.ctrl_c(group=True, times=3)  # an impatient user
     assert_clean_exit(launch, *launch.finish())

@@ -126,6 +126,7 @@ class RewardNode(LifecycleNode):
         except ConfigError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
+        self.get_logger().debug(f"configuration: {config}")
         for warning in config.warnings():
             self.get_logger().warning(warning)
         if config.model.model == TINY_MODEL_NAME:

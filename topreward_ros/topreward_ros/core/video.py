@@ -11,6 +11,27 @@ class VideoReadError(RuntimeError):
     """The video cannot be read; the message says why in one line."""
 
 
+def open_video(path: str | Path, error: type[Exception] = VideoReadError):
+    """(container, its first video stream), decoding on all cores; `error` with one line if it cannot be read."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"video {path} does not exist")
+    if path.stat().st_size == 0:
+        raise error(f"video {path} is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise error(f"cannot open {path} as a video: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise error(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
 def read_frames(path: str | Path,
                 wants: Callable[[float], bool] = lambda t: True) -> Iterator[tuple[np.ndarray, float]]:
     """Yield (RGB uint8 frame, time [s]) for each frame of the first video stream.
@@ -20,20 +41,8 @@ def read_frames(path: str | Path,
     """
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"video {path} does not exist")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"video {path} is empty (0 bytes)")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise VideoReadError(f"cannot open {path} as a video: {exc}") from exc
+    container, stream = open_video(path)
     with container:
-        if not container.streams.video:
-            raise VideoReadError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         try:
             for index, frame in enumerate(container.decode(stream)):
                 t = frame.time

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...video import open_video
 from ..episode import EpisodeError
 
 
@@ -32,20 +33,9 @@ def segment_frames(path: Path, start: float, count: int, fps: float) -> Iterator
     """
     import av
 
-    if not path.is_file():
-        raise EpisodeError(f"video {path} does not exist")
-    if path.stat().st_size == 0:
-        raise EpisodeError(f"video {path} is empty (0 bytes)")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise EpisodeError(f"cannot open {path} as a video: {exc}") from None
+    container, stream = open_video(path, EpisodeError)
     tolerance = 0.5 / fps
     with container:
-        if not container.streams.video:
-            raise EpisodeError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         k = 0
         try:
             if start > 0 and stream.time_base:
