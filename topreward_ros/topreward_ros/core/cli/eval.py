@@ -113,16 +113,15 @@ def run_episodes(args: argparse.Namespace, listing: Listing, parts: Parts, confi
         world.barrier()  # every rank has read the others' parts before any appends to its own
         outcome = score_share(args, world.share(listing.items), EpisodeLog(parts.part(world)), config, done, world,
                               after_each)
-        skipped = world.gather(outcome.skipped)
-        interrupted = world.gather(outcome.interrupted)
-        resumed = world.gather(outcome.resumed)
+        ranks = world.gather((outcome.skipped, outcome.resumed, outcome.interrupted))  # waits for the slowest
     finally:
         world.close()
     if not world.is_main:
         return world, outcome
     position = {key: k for k, key in enumerate(listing.order)}
-    whole = Outcome(curves=parts.merge(listing.order), resumed=sum(resumed), interrupted=any(interrupted),
-                    skipped=sorted((s for rank in skipped for s in rank), key=lambda s: position.get(s.key, 0)))
+    skipped = sorted((s for rank in ranks for s in rank[0]), key=lambda s: position.get(s.key, 0))
+    whole = Outcome(curves=parts.merge(listing.order), skipped=skipped, resumed=sum(rank[1] for rank in ranks),
+                    interrupted=any(rank[2] for rank in ranks))
     if whole.resumed and not args.quiet:
         print(f"resumed: {whole.resumed} episode(s) already in {parts.merged}" + ("" if world.size == 1 else
                                                                                   " or its parts"))
