@@ -118,6 +118,10 @@ def run_episodes(args: argparse.Namespace, listing: Listing, parts: Parts, confi
         world.close()
     if not world.is_main:
         return world, outcome
+    unseen = parts.missing(world.size)
+    if unseen:  # the other ranks wrote to a disk rank 0 cannot read: nothing would be merged
+        raise UsageError(f"the parts of rank(s) {', '.join(map(str, unseen))} are not in {parts.root}: --out must be "
+                         "on a filesystem every node sees (each rank's finished episodes stay in its own part)")
     position = {key: k for k, key in enumerate(listing.order)}
     skipped = sorted((s for rank in ranks for s in rank[0]), key=lambda s: position.get(s.key, 0))
     whole = Outcome(curves=parts.merge(listing.order), skipped=skipped, resumed=sum(rank[1] for rank in ranks),

@@ -110,6 +110,10 @@ class Parts:
             return self.merged
         return self.root / f"rank-{world.rank:05d}-of-{world.size:05d}" / self.merged.name
 
+    def missing(self, size: int) -> list[int]:
+        """The ranks of a world of `size` whose part this process cannot see (each rank creates its part first)."""
+        return [r for r in range(size) if not self.part(World(r, size)).is_file()]
+
     def existing(self) -> list[Path]:
         """Every part on disk, of any world size (an earlier run's included), in name order."""
         if not self.root.is_dir():
