@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..curve import Curve
+from ..offline.distributed import Parts, World, world_from_env
 from ..offline.episode import Episode, Skipped, SourceError
 from ..offline.evaluate import EpisodeLog, Outcome, ScoringConfig, evaluate, select
 from ..offline.readers import FORMATS, SourceOptions, detect_format, read_source
@@ -49,20 +52,34 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no per-episode lines")
 
 
-def list_episodes(args: argparse.Namespace, selected: bool = True) -> tuple[str, list[Episode | Skipped]]:
-    """The (selected) episodes, frames not yet read, and the detected format; exit 2 when there is none."""
+@dataclass(frozen=True)
+class Listing:
+    """The source's episodes (frames not yet read): all of them, in the source's order, and the selected ones."""
+
+    fmt: str
+    every: list[Episode | Skipped]
+    items: list[Episode | Skipped]  # --episodes of `every`
+
+    @property
+    def order(self) -> list[str]:
+        """Episode keys in the source's order: the order of the merged files."""
+        return [item.key for item in self.every]
+
+
+def list_source(args: argparse.Namespace) -> Listing:
+    """Every episode of the source and the selected ones; exit 2 when none is selected."""
     fmt = args.format or detect_format(args.source)
     options = SourceOptions(cameras=args.camera, instruction=args.instruction,
                             instruction_topic=args.instruction_topic, episode_topic=args.episode_topic)
-    items = list(read_source(args.source, fmt, options))
+    every = list(read_source(args.source, fmt, options))
     try:
-        items = select(items, args.episodes if selected else None)
+        items = select(every, args.episodes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not items:
         raise SourceError(f"{args.source} holds no episode" + (f" in --episodes {args.episodes}" if args.episodes
                                                                 else ""))
-    return fmt, items
+    return Listing(fmt, every, items)
 
 
 def scoring_config(args: argparse.Namespace, prefixes: int | None = None, static_check: bool = False) -> ScoringConfig:
@@ -71,24 +88,59 @@ def scoring_config(args: argparse.Namespace, prefixes: int | None = None, static
                          cameras=tuple(args.camera or ()))
 
 
-def check_resumable(log: EpisodeLog, config: ScoringConfig, model: str) -> None:
-    for curve in log.load():
+def check_resumable(done: Iterable[Curve], config: ScoringConfig, model: str, where: Path) -> None:
+    for curve in done:
         if curve.settings != config.settings() or curve.model != model:
-            raise UsageError(f"{log.path} was scored with other settings or another model ({curve.model}); "
+            raise UsageError(f"{where} was scored with other settings or another model ({curve.model}); "
                              "use another --out or run without --resume")
 
 
-def run_episodes(args: argparse.Namespace, items: list[Episode | Skipped], log: EpisodeLog, config: ScoringConfig,
-                 after_each: Callable[[Outcome], None] = lambda outcome: None) -> Outcome:
-    """The shared loop: score, print one line per episode, keep the caller's files up to date."""
+def run_episodes(args: argparse.Namespace, listing: Listing, parts: Parts, config: ScoringConfig,
+                 after_each: Callable[[Outcome, Path], None] = lambda outcome, folder: None) -> tuple[World, Outcome]:
+    """The shared loop, on every rank: score this rank's share into its part, then merge on rank 0.
+
+    Returns this process's place and, on rank 0, the whole run's outcome: every finished episode in the source's
+    order (`parts.merged` now holds them) and every rank's skips; on the other ranks, their own outcome.
+    `after_each` hears this rank's running outcome and its part's folder after every episode.
+    """
+    world, args.device = world_from_env(args.device)
+    try:
+        if world.is_main and not args.resume:
+            parts.clear()
+        world.barrier()  # a fresh start is clean before any rank looks
+        done = parts.done() if args.resume else {}
+        check_resumable(done.values(), config, args.model, parts.merged.parent)
+        world.barrier()  # every rank has read the others' parts before any appends to its own
+        outcome = score_share(args, world.share(listing.items), EpisodeLog(parts.part(world)), config, done, world,
+                              after_each)
+        ranks = world.gather((outcome.skipped, outcome.resumed, outcome.interrupted))  # waits for the slowest
+    finally:
+        world.close()
+    if not world.is_main:
+        return world, outcome
+    unseen = parts.missing(world.size)
+    if unseen:  # the other ranks wrote to a disk rank 0 cannot read: nothing would be merged
+        raise UsageError(f"the parts of rank(s) {', '.join(map(str, unseen))} are not in {parts.root}: --out must be "
+                         "on a filesystem every node sees (each rank's finished episodes stay in its own part)")
+    position = {key: k for k, key in enumerate(listing.order)}
+    skipped = sorted((s for rank in ranks for s in rank[0]), key=lambda s: position.get(s.key, 0))
+    whole = Outcome(curves=parts.merge(listing.order), skipped=skipped, resumed=sum(rank[1] for rank in ranks),
+                    interrupted=any(rank[2] for rank in ranks))
+    if whole.resumed and not args.quiet:
+        print(f"resumed: {whole.resumed} episode(s) already in {parts.merged}" + ("" if world.size == 1 else
+                                                                                  " or its parts"))
+    return world, whole
+
+
+def score_share(args: argparse.Namespace, items: list[Episode | Skipped], log: EpisodeLog, config: ScoringConfig,
+                done: dict[str, Curve], world: World, after_each: Callable[[Outcome, Path], None]) -> Outcome:
+    """Score this rank's episodes: a progress bar on rank 0's terminal, one line per episode, the caller's files."""
     from tqdm import tqdm
 
     from ..offline.summary import episode_line, table_header
 
-    if args.resume:
-        check_resumable(log, config, args.model)
     show = not args.quiet
-    bars = not args.quiet and interactive()
+    bars = show and interactive() and world.is_main
     episodes_bar = tqdm(total=len(items), desc="episodes", unit="ep", disable=not bars, position=0)
     prefix_bar = tqdm(desc="prefixes", unit="prefix", disable=not bars, position=1, leave=False)
     header_printed = False
@@ -100,46 +152,45 @@ def run_episodes(args: argparse.Namespace, items: list[Episode | Skipped], log: 
         prefix_bar.reset()
         if kind == "skipped":
             running.skipped.append(value)
-            print(f"topreward: skipped {value.key} ({value.source}): {value.reason}", file=sys.stderr, flush=True)
+            print(f"topreward: {world.tag}skipped {value.key} ({value.source}): {value.reason}", file=sys.stderr,
+                  flush=True)
         else:
-            if kind == "done":
-                running.curves.append(value)
+            running.curves.append(value)
             if show and kind == "done":
                 if not header_printed:
-                    tqdm.write(table_header(config.static_check))
+                    tqdm.write(world.tag + table_header(config.static_check))
                     header_printed = True
-                tqdm.write(episode_line(value))
-        after_each(running)
+                tqdm.write(world.tag + episode_line(value))
+        after_each(running, log.path.parent)
 
+    log.path.parent.mkdir(parents=True, exist_ok=True)
+    after_each(running, log.path.parent)  # a part's summary never describes an earlier run
     try:
-        outcome = evaluate(items, log, config, lambda: new_scorer(args), resume=args.resume, on_event=on_event,
-                           on_prefix=lambda n: prefix_bar.update())
+        return evaluate(items, log, config, lambda: new_scorer(args), done=done, resume=args.resume,
+                        on_event=on_event, on_prefix=lambda n: prefix_bar.update())
     finally:
         prefix_bar.close()
         episodes_bar.close()
-    if outcome.resumed and show:
-        print(f"resumed: {outcome.resumed} episode(s) already in {log.path}")
-    return outcome
 
 
 def run(args: argparse.Namespace) -> int:
     from ..offline.plots import write_plots
     from ..offline.summary import summarize, summary_lines, write_summary
 
-    fmt, items = list_episodes(args)
+    listing = list_source(args)
     check_writable_dir(args.out)
     config = scoring_config(args, args.prefixes, args.static_check)
-    log = EpisodeLog(args.out / "episodes.jsonl")
-    done_before = log.load() if args.resume else []
 
-    def save(outcome: Outcome) -> None:
-        # Resumed curves first, in the order they were scored: what is on disk always matches episodes.jsonl.
-        curves = done_before + [c for c in outcome.curves if c.key not in {d.key for d in done_before}]
-        write_summary(args.out, summarize(curves, outcome.skipped, str(args.source), fmt))
+    def save(outcome: Outcome, folder: Path) -> None:
+        # This rank's summary so far, beside its part (in a single process: the output folder itself).
+        write_summary(folder, summarize(outcome.curves, outcome.skipped, str(args.source), listing.fmt))
 
-    outcome = run_episodes(args, items, log, config, after_each=save)
-    curves = log.load()
-    summary = summarize(curves, outcome.skipped, str(args.source), fmt)
+    world, outcome = run_episodes(args, listing, Parts(args.out / "episodes.jsonl", args.out / "parts"), config,
+                                  after_each=save)
+    if not world.is_main:
+        return 130 if outcome.interrupted else 0
+    curves = outcome.curves
+    summary = summarize(curves, outcome.skipped, str(args.source), listing.fmt)
     write_summary(args.out, summary)
     write_plots(args.out, curves, summary)
     if not args.quiet or outcome.interrupted:

@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..offline.evaluate import EpisodeLog
+from ..offline.distributed import Parts
 from ..offline.labels import label_table, training_flags, write_table
 from .common import UsageError, add_scoring_options
-from .eval import add_source_options, list_episodes, run_episodes, scoring_config
+from .eval import add_source_options, list_source, run_episodes, scoring_config
 
 DEFAULT_NAME = "topreward_progress"
 
@@ -37,21 +37,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is a folder; give a file name")
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
-    _, every = list_episodes(args, selected=False)  # every episode gets rows, scored or not
-    _, items = list_episodes(args)
+    listing = list_source(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     # --dense scores every sampled frame once; the sparse column uses the K-prefix subset of the same values.
     config = scoring_config(args, None if args.dense else args.prefixes)
-    log = EpisodeLog(out.with_name(f"{out.stem}.episodes.jsonl"))
-    outcome = run_episodes(args, items, log, config)
+    parts = Parts(out.with_name(f"{out.stem}.episodes.jsonl"), out.with_name(f"{out.stem}.parts"))
+    world, outcome = run_episodes(args, listing, parts, config)
+    if not world.is_main:
+        return 130 if outcome.interrupted else 0
     if outcome.interrupted:
-        print(f"interrupted: {len(log.load())} episode(s) kept in {log.path}; rerun with --resume", file=sys.stderr)
+        print(f"interrupted: {len(outcome.curves)} episode(s) kept in {parts.merged}; rerun with --resume",
+              file=sys.stderr)
         return 130
-    curves = {c.key: c for c in log.load()}
+    curves = {c.key: c for c in outcome.curves}
     if not curves:
         print("topreward: error: no episode could be scored", file=sys.stderr)
         return 2
-    episodes = [e for e in every if getattr(e, "num_frames", None) is not None]
+    episodes = [e for e in listing.every if getattr(e, "num_frames", None) is not None]
     table = label_table(episodes, curves, args.prefixes, args.dense, curves[next(iter(curves))].model)
     write_table(table, out, args.csv)
     skipped = {s.key: s.reason for s in outcome.skipped}

@@ -107,11 +107,12 @@ class EpisodeLog:
         return curves
 
     def start(self, resume: bool) -> list[Curve]:
-        curves = self.load() if resume else []
-        if not resume:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")
-        return curves
+        """Ready to append: kept as it is (a cut last line dropped) with `resume`, else emptied; created if missing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and self.path.is_file():
+            return self.load()
+        self.path.write_text("")
+        return []
 
     def append(self, curve: Curve) -> None:
         with self.path.open("a") as f:
@@ -144,16 +145,18 @@ def select(items: list, spec: str | None) -> list:
 
 
 def evaluate(items: Iterable[Episode | Skipped], log: EpisodeLog, config: ScoringConfig,
-             scorer_factory: Callable[[], object], resume: bool = False,
+             scorer_factory: Callable[[], object], done: dict[str, Curve] | None = None, resume: bool = False,
              on_event: Callable[[str, object], None] = lambda kind, value: None,
              on_prefix: Callable[[int], None] | None = None) -> Outcome:
-    """Score every episode not yet in the log; `on_event` hears "done", "skipped" and "resumed" as they happen.
+    """Score every episode not in `done` into the log; `on_event` hears "done", "skipped" and "resumed" as they happen.
 
-    A bad episode is skipped with its reason and the run goes on. Ctrl-C stops after the episode in
-    progress is abandoned; everything finished is already on disk.
+    `done` holds the episodes already finished anywhere (this log, another rank's part, the merged file), by key.
+    A bad episode is skipped with its reason and the run goes on. Ctrl-C stops after the episode in progress is
+    abandoned; everything finished is already on disk.
     """
     outcome = Outcome()
-    done = {c.key: c for c in log.start(resume)}
+    done = dict(done or {})
+    log.start(resume)
     scorer = None
     try:
         for item in items:
@@ -162,9 +165,9 @@ def evaluate(items: Iterable[Episode | Skipped], log: EpisodeLog, config: Scorin
                 on_event("skipped", item)
                 continue
             if item.key in done:
-                outcome.curves.append(done.pop(item.key))
+                outcome.curves.append(done[item.key])
                 outcome.resumed += 1
-                on_event("resumed", item)
+                on_event("resumed", done[item.key])
                 continue
             try:
                 if not item.instruction:
@@ -183,8 +186,6 @@ def evaluate(items: Iterable[Episode | Skipped], log: EpisodeLog, config: Scorin
             on_event("done", curve)
     except KeyboardInterrupt:
         outcome.interrupted = True
-    # Curves of the log that the source no longer lists (another --episodes range) stay in the file and the summary.
-    outcome.curves.extend(done.values())
     return outcome
 
 
