@@ -59,6 +59,10 @@ def test_label_never_overwrites_without_flag_and_writes_csv(dataset, tiny_model_
     out.write_text("keep me")
     assert label(dataset, tiny_model_path, "--csv", "--out", str(out)) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err and out.read_text() == "keep me"
+    # Not a label table: refused even with --overwrite, before anything is scored.
+    assert label(dataset, tiny_model_path, "--csv", "--out", str(out), "--overwrite") == 2
+    assert "not written by topreward_ros" in capsys.readouterr().err and out.read_text() == "keep me"
+    out.write_text("index,episode_index,frame_index,progress_sparse\n0,0,0,0.5\n")  # an earlier label file
     assert label(dataset, tiny_model_path, "--csv", "--out", str(out), "--overwrite", "--episodes", "0:1") == 0
     lines = out.read_text().splitlines()
     assert lines[0] == "index,episode_index,frame_index,progress_sparse" and len(lines) == 1 + sum(LENGTHS)

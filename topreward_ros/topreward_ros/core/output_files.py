@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 SOFTWARE = "topreward_ros"  # the PNG Software tag of every plot
-YAML_HEADER = "# topreward"  # first characters of every YAML file the tools write
 
 
 class OutputError(OSError):
@@ -44,8 +43,10 @@ def png_ours(path: Path) -> bool:
 
 
 def yaml_ours(path: Path) -> bool:
+    """Ours: the first line is a comment that names topreward (every YAML file the tools write starts so)."""
     with open(path, "rb") as f:
-        return f.read(len(YAML_HEADER)) == YAML_HEADER.encode()
+        first = f.readline(4096)
+    return first.startswith(b"#") and b"topreward" in first
 
 
 def label_table_ours(path: Path) -> bool:

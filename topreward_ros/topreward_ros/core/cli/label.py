@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..offline.distributed import Parts
 from ..offline.labels import label_table, training_flags, write_table
+from ..output_files import claim, json_with, label_table_ours, write_atomic
 from .common import UsageError, add_scoring_options
 from .eval import add_source_options, list_source, run_episodes, scoring_config
 
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is a folder; give a file name")
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    claim(out, label_table_ours)  # before any scoring: --overwrite replaces a label table, nothing else
     listing = list_source(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     # --dense scores every sampled frame once; the sparse column uses the K-prefix subset of the same values.
@@ -57,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     table = label_table(episodes, curves, args.prefixes, args.dense, curves[next(iter(curves))].model)
     write_table(table, out, args.csv)
     skipped = {s.key: s.reason for s in outcome.skipped}
-    out.with_name(f"{out.stem}.summary.json").write_text(json.dumps(
+    write_atomic(out.with_name(f"{out.stem}.summary.json"), json.dumps(
         {"output": str(out), "rows": table.num_rows, "episodes_labelled": len(curves),
          "episodes_skipped": len(skipped), "skipped": skipped,
-         "episodes_unscored": len(episodes) - len(curves)}, indent=1) + "\n")
+         "episodes_unscored": len(episodes) - len(curves)}, indent=1) + "\n", json_with("output", "rows"))
     if not args.quiet:
         print(f"wrote {table.num_rows} rows ({len(curves)} episodes"
               + (f"; {len(episodes) - len(curves)} unscored with NaN progress = weight 1" if len(episodes) > len(curves)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..curve import Curve
+from ..output_files import write_atomic
+from .evaluate import EPISODES_FILE
 
 # Ranks that finish early wait at the final barrier for the slowest; a long episode must not time them out.
 BARRIER_TIMEOUT = datetime.timedelta(hours=24)
@@ -157,9 +159,8 @@ class Parts:
         """
         position = {key: k for k, key in enumerate(order)}
         curves = sorted(self.done().values(), key=lambda c: position.get(c.key, len(position)))
-        tmp = self.merged.with_name(f".{self.merged.name}.tmp")
-        tmp.write_text("".join(json.dumps(c.to_json(), allow_nan=False) + "\n" for c in curves))
-        os.replace(tmp, self.merged)
+        write_atomic(self.merged, "".join(json.dumps(c.to_json(), allow_nan=False) + "\n" for c in curves),
+                     EPISODES_FILE)
         self.remove_parts()
         return curves
 

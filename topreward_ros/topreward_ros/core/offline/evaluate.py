@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..curve import Curve, prefix_lengths, score_curve
 from ..metrics import minmax_normalize, value_order_correlation
+from ..output_files import claim, json_with, open_append, write_atomic
 from ..prompt import PromptConfig
 from ..schedule import FrameSchedule
 from ..tiling import tile_views
@@ -81,6 +82,9 @@ def score_episode(scorer, episode: Episode, sampled: FrameSchedule, config: Scor
     return curve
 
 
+EPISODES_FILE = json_with("log_prob_true", "prefix_lengths")  # an episodes.jsonl: one Curve a line
+
+
 class EpisodeLog:
     """`episodes.jsonl`: one curve per line, flushed to disk as each episode finishes."""
 
@@ -107,15 +111,18 @@ class EpisodeLog:
         return curves
 
     def start(self, resume: bool) -> list[Curve]:
-        """Ready to append: kept as it is (a cut last line dropped) with `resume`, else emptied; created if missing."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Ready to append: kept as it is (a cut last line dropped) with `resume`, else emptied; created if missing.
+
+        Never through a symbolic link, never over a file that is not an episodes file (core/output_files.py).
+        """
+        claim(self.path, EPISODES_FILE)
         if resume and self.path.is_file():
             return self.load()
-        self.path.write_text("")
+        write_atomic(self.path, "", EPISODES_FILE)
         return []
 
     def append(self, curve: Curve) -> None:
-        with self.path.open("a") as f:
+        with open_append(self.path, EPISODES_FILE) as f:
             f.write(json.dumps(curve.to_json(), allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..curve import Curve, prefix_lengths
 from ..metrics import minmax_normalize
+from ..output_files import claim, label_table_ours
 from .episode import Episode
 
 COLUMNS = ("index", "episode_index", "frame_index", "progress_sparse")
@@ -62,6 +63,7 @@ def write_table(table, path: Path, as_csv: bool) -> None:
     """Parquet (what LeRobot reads) or the same columns as CSV, written whole and then moved into place."""
     import pyarrow.parquet as pq
 
+    claim(path, label_table_ours)  # never a link, never someone else's file, even with --overwrite
     tmp = path.with_name(f".{path.name}.tmp")
     if as_csv:
         with tmp.open("w", newline="") as f:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..curve import Curve
+from ..output_files import json_with, write_atomic, yaml_ours
 from .calibration import roc_auc, suggest_threshold, threshold_yaml
 from .episode import Skipped
 from .evaluate import finite
@@ -47,21 +47,16 @@ def summarize(curves: list[Curve], skipped: list[Skipped], source: str, fmt: str
     return summary
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace the file in one step, so a crash leaves the old or the new version, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_summary(out: Path, summary: dict) -> None:
-    write_atomic(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n",
+                 json_with("episodes_scored", "success_detection"))
     detection = summary["success_detection"]
     if detection["suggested_threshold"] is not None:
         from .calibration import Threshold
 
         choice = Threshold(detection["suggested_threshold"], detection["tpr"], detection["fpr"], detection["youden_j"])
-        write_atomic(out / "threshold.yaml", threshold_yaml(choice, summary["model"], detection["labelled"]))
+        write_atomic(out / "threshold.yaml", threshold_yaml(choice, summary["model"], detection["labelled"]),
+                     yaml_ours)
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
