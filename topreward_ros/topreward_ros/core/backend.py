@@ -162,11 +162,15 @@ class Qwen3VLBackend:
 
     @torch.inference_mode()
     def forward_uncached(self, ids: list[int], pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """Logits at the second-to-last token of one plain forward pass, positions left to the model."""
+        """Logits at the second-to-last token of one plain forward pass, positions left to the model.
+
+        Only the last two positions go through the LM head (the vocabulary projection is the largest
+        matrix: at every position it would cost more than a decoder layer).
+        """
         input_ids = torch.tensor([ids], device=self.device)
         out = self.model(
             input_ids=input_ids, pixel_values_videos=pixels, video_grid_thw=grid,
-            mm_token_type_ids=self._modality_types(input_ids), use_cache=False,
+            mm_token_type_ids=self._modality_types(input_ids), use_cache=False, logits_to_keep=2,
         )
         return out.logits[0, -2].float()
 
