@@ -65,3 +65,19 @@ def test_moe_backbone_is_exact(processor):
     assert type(model).__name__ == "Qwen3VLMoeForConditionalGeneration"
     backend = backend_of(model, processor, "moe")
     assert max(stream_and_check(backend)) < TOL
+
+
+def test_linear_patch_embedding_equals_the_convolution(backend):
+    import torch
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
+
+    from topreward_ros.core.backend import LinearPatchEmbed
+
+    visual = backend.model.model.visual
+    assert isinstance(visual.patch_embed, LinearPatchEmbed)
+    conv = Qwen3VLVisionPatchEmbed(visual.config)
+    conv.proj = visual.patch_embed.proj  # the very weights the backend uses
+    pixels, _ = backend.encode_pairs(random_frames(2, seed=30, size=(64, 96)))
+    with torch.inference_mode():
+        assert torch.allclose(visual.patch_embed(pixels), conv(pixels), atol=1e-5)
+    assert "model.visual.patch_embed.proj.weight" in backend.model.state_dict()  # checkpoints load unchanged
