@@ -73,7 +73,7 @@ def test_bench_node(tiny_model_path, tmp_path):
     (run,) = result["runs"]
     assert {"callback_ms_p50", "callback_ms_p99", "sampled_callback_ms_p50", "skipped_callback_ms_p50",
             "received_per_camera", "published_per_camera", "rejected", "latency_ms_p50", "latency_ms_p99",
-            "rss_mb_start", "rss_mb_end", "threads_end", "progress_hz"} <= run.keys()
+            "rss_mb_start", "rss_mb_quarter", "rss_mb_end", "threads_end", "progress_hz"} <= run.keys()
     assert run["published_per_camera"] > 0 and run["received_per_camera"][0] > 0
     assert run["sampled_frames"] > 0 and run["progress_messages"] > 0
     assert not run["traceback_in_log"]
