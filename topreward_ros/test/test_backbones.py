@@ -10,7 +10,7 @@ from conftest import random_frames
 
 from topreward_ros.core.backend import Qwen3VLBackend
 from topreward_ros.core.scorer import StreamingScorer
-from topreward_ros.core.tiny_model import random_model, random_processor
+from topreward_ros.core.tiny_model import random_model
 from topreward_ros.core.types import ScheduleConfig
 
 TOL = 1e-4
@@ -27,8 +27,8 @@ MOE_TEXT = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, 
 
 
 @pytest.fixture(scope="module")
-def processor():
-    return random_processor()
+def processor(backend):
+    return backend.processor  # the tiny checkpoint's: the same tokenizer and processor random_processor() builds
 
 
 def backend_of(model, processor, name: str) -> Qwen3VLBackend:
