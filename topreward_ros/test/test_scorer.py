@@ -126,3 +126,32 @@ def test_cache_recovers_after_a_failed_forward(backend, monkeypatch):
     scorer.append(frames[5], 2.5)
     for n in (6, 5, 3):
         assert_matches_full_recompute(scorer, scorer.score(n))
+
+
+def test_each_prefix_is_one_forward_pass_of_exactly_the_tokens_it_needs(backend):
+    scorer = StreamingScorer(backend, "stack the blocks", SMALL)
+    calls = {"llm": 0, "vision": 0}
+
+    def counter(key):
+        return lambda *_: calls.__setitem__(key, calls[key] + 1)
+
+    hooks = [backend.model.register_forward_pre_hook(counter("llm")),
+             backend.model.model.visual.register_forward_pre_hook(counter("vision"))]
+    try:
+        frames = random_frames(7, seed=13)
+        for k, frame in enumerate(frames):
+            scorer.append(frame, 0.5 * k)
+            scorer.score()
+    finally:
+        for h in hooks:
+            h.remove()
+    n = len(frames)
+    # The limit: every complete pair once, an odd prefix's self-pair once, the question once per prefix.
+    pairs = sum(len(scorer._pair_ids(k, 2 * k + 1)) for k in range(n // 2))
+    self_pairs = sum(len(scorer._pair_ids(m // 2, m - 1)) for m in range(1, n + 1, 2))
+    question = len(scorer.prompt.question("stack the blocks"))
+    assert calls["llm"] == scorer.work.forward_passes == n
+    assert calls["vision"] == n  # one vision call per prefix: the new pair or the self-pair
+    assert scorer.work.tokens_prefilled == pairs + self_pairs + n * question
+    assert scorer.work.frames_encoded == 2 * n
+    assert scorer._cache.get_seq_length() == pairs  # complete pairs only

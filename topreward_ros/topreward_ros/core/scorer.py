@@ -1,11 +1,15 @@
 """TOPReward values of video prefixes, with a KV cache that grows one frame pair at a time.
 
 r = log p(answer | video prefix, question) is read from the logits at the position before the
-answer token. The cache holds complete frame pairs only; the question (and an odd trailing frame,
-paired with itself as the reference does) is run on top of it and cropped off again, so the work for
-a new prefix is proportional to the new pair's tokens plus the question, not to the episode's length.
+answer token. The cache holds complete frame pairs only. A prefix costs one forward pass of exactly
+the tokens it needs on top of the cache: its new complete pairs, an odd trailing frame paired with
+itself (as the reference does), and the question; the pass's tail (question and self-pair) is then
+cropped off again. So the work for a new prefix is proportional to the new pair's tokens plus the
+question, not to the episode's length.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +18,15 @@ from .backend import Qwen3VLBackend
 from .prompt import PromptConfig, PromptTokens
 from .schedule import FrameSchedule
 from .types import PrefixScore, ScheduleConfig
+
+
+@dataclass
+class ScorerWork:
+    """What the scorer has fed the model so far: counted, not timed, so benchmarks can compare it to the limit."""
+
+    forward_passes: int = 0
+    tokens_prefilled: int = 0  # LLM tokens run through the model (cached tokens are not counted again)
+    frames_encoded: int = 0  # frames through the vision encoder (an odd frame's self-pair counts 2)
 
 
 class StreamingScorer:
@@ -26,6 +39,7 @@ class StreamingScorer:
         self.schedule_config = schedule
         self.prompt = PromptTokens(backend.tokenizer, prompt)
         self._tokens_per_pair = backend.tokens_per_frame_pair(*schedule.frame_size)
+        self.work = ScorerWork()  # cumulative over episodes: callers take differences
         self.reset(instruction)
 
     def reset(self, instruction: str | None = None, frames: FrameSchedule | None = None) -> None:
@@ -76,21 +90,23 @@ class StreamingScorer:
     def _pair_ids(self, index: int, second: int) -> list[int]:
         return self.prompt.pair(index, self._pair_timestamp(2 * index, second), self._tokens_per_pair)
 
-    def _commit_pairs(self, upto: int) -> None:
-        """Extend the cache with complete pairs until it holds `upto` of them (one forward pass)."""
-        have = len(self._pair_ends) - 1
-        if have >= upto:
-            return
-        ids, lengths = [], []
-        for k in range(have, upto):
+    def _chunk(self, n: int) -> tuple[list[int], list[np.ndarray], list[int]]:
+        """What prefix `n` needs on top of the cache: ids, frames to encode, chunk offsets of new pairs' ends.
+
+        The new complete pairs, then an odd trailing frame paired with itself, then the question: one
+        forward pass for all of it.
+        """
+        have, full = len(self._pair_ends) - 1, n // 2
+        ids: list[int] = []
+        pair_ends: list[int] = []
+        for k in range(have, full):
             ids += self._pair_ids(k, 2 * k + 1)
-            lengths.append(len(ids))
-        pixels, grid = self.backend.encode_pairs(self.schedule.frames[2 * have:2 * upto])
-        cache_len, start = self._pair_ends[-1]
-        _, positions = self.backend.forward(ids, start, self._cache, pixels, grid)
-        for end in lengths:
-            # Every pair ends with <|vision_end|>, a text token: the next position follows it.
-            self._pair_ends.append((cache_len + end, int(positions[0, end - 1]) + 1))
+            pair_ends.append(len(ids))
+        frames = list(self.schedule.frames[2 * have:2 * full])
+        if n % 2:
+            ids += self._pair_ids(full, n - 1)
+            frames += [self.schedule.frames[n - 1]] * 2
+        return ids + self._question, frames, pair_ends
 
     def score(self, num_frames: int | None = None) -> PrefixScore:
         """Values of the prefix of the first `num_frames` sampled frames (default: all so far)."""
@@ -112,15 +128,19 @@ class StreamingScorer:
         if len(self._pair_ends) - 1 > full:  # an earlier prefix than the cache holds
             self._crop_cache(self._pair_ends[full][0])
             del self._pair_ends[full + 1:]
-        self._commit_pairs(full)
-        cache_len, start = self._pair_ends[full]
-        ids, pixels, grid = [], None, None
-        if n % 2:
-            ids = self._pair_ids(full, n - 1)
-            pixels, grid = self.backend.encode_pairs([self.schedule.frames[n - 1]] * 2)
-        ids = ids + self._question
-        logits, _ = self.backend.forward(ids, start, self._cache, pixels, grid, logits_to_keep=2)
-        self._crop_cache(cache_len)
+        ids, frames, pair_ends = self._chunk(n)
+        pixels, grid = self.backend.encode_pairs(frames) if frames else (None, None)
+        cache_len, start = self._pair_ends[-1]
+        logits, positions = self.backend.forward(ids, start, self._cache, pixels, grid, logits_to_keep=2)
+        for end in pair_ends:
+            # Every pair ends with <|vision_end|>, a text token: the next position follows it.
+            self._pair_ends.append((cache_len + end, int(positions[0, end - 1]) + 1))
+        # Keep the new complete pairs; the question and an odd frame's self-pair are cropped off.
+        self._crop_cache(self._pair_ends[full][0])
+        self.work.forward_passes += 1
+        self.work.tokens_prefilled += len(ids)
+        self.work.frames_encoded += len(frames)
+        # logits_to_keep=2: the last two positions; the answer is predicted from the one before it.
         return self._prefix_score(n, logits[-2])
 
     def _prefix_score(self, n: int, logits: torch.Tensor) -> PrefixScore:

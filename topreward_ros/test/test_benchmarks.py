@@ -1,0 +1,79 @@
+"""Each benchmark script runs in its smallest configuration with the tiny model, so that none of them rots.
+
+Asserts the output's keys, the work against the limit and the exactness figure; never a timing.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+TOL = 1e-4
+
+pytestmark = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="benchmarks/ is not part of this checkout")
+
+
+def run_script(name: str, out: Path, *args: str) -> dict:
+    """The script's main() in this process (saves a torch import per script); bench_node starts its own node."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        module = importlib.import_module(name.removesuffix(".py"))
+        module.main(["--json", str(out), *args])
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    result = json.loads(out.read_text())
+    assert {"date", "nproc", "cpu", "load_avg"} <= result["machine"].keys()
+    return result
+
+
+def test_bench_streaming(tiny_model_path, tmp_path):
+    result = run_script("bench_streaming.py", tmp_path / "s.json", "--quick", "--model", str(tiny_model_path),
+                        "--lengths", "3", "4")
+    assert list(result["per_T"]) == ["3", "4"]
+    for row in result["per_T"].values():
+        assert {"tokens_per_new_frame", "tokens_per_new_frame_limit", "forward_passes_per_prefix", "speedup",
+                "max_abs_diff", "vision_frames_per_new_frame", "step_ms_median", "total_s", "recompute"} <= row.keys()
+        assert row["max_abs_diff"] < TOL
+        assert row["tokens_per_new_frame"] == row["tokens_per_new_frame_limit"]
+        assert row["forward_passes_per_prefix"] == 1.0
+        assert row["vision_frames_per_new_frame"] == 2.0  # a pair or a self-pair per new frame
+        assert row["recompute"]["tokens_per_new_frame"] > row["tokens_per_new_frame"]
+
+
+def test_bench_curve(tiny_model_path, tmp_path):
+    result = run_script("bench_curve.py", tmp_path / "c.json", "--model", str(tiny_model_path),
+                        "--raw-frames", "12", "--sample-fps", "2", "30")
+    rows = result["rows"]
+    assert [(r["raw_frames"], r["sample_fps"], r["sampled_frames"]) for r in rows] == [(12, 2.0, 1), (12, 30.0, 12)]
+    assert rows[1]["cached_tokens"] < rows[1]["uncached_tokens"]
+    for row in rows:
+        assert {"cached_s", "uncached_s", "speedup", "cached_vision_s", "cached_llm_s", "reference_cached_s",
+                "distinct_prefixes", "limit_tokens"} <= row.keys()
+        assert row["max_abs_diff"] < TOL
+        assert row["cached_tokens"] == row["limit_tokens"] <= row["uncached_tokens"]
+        assert row["cached_passes"] == row["prefixes"] == 12  # linspace(1, 12, 12): one pass each
+
+
+def test_bench_gpu_script_runs_on_cpu(tiny_model_path, tmp_path):
+    result = run_script("bench_gpu.py", tmp_path / "g.json", "--device", "cpu", "--dtype", "float32",
+                        "--models", str(tiny_model_path), "--lengths", "4", "--raw-frames", "8")
+    (model,) = result["models"].values()
+    assert {"4"} == model["streaming"].keys()
+    assert all(r["forward_passes_per_prefix"] == 1.0 and "robots_at_2fps" in r for r in model["streaming"].values())
+    assert [r["max_abs_diff"] < TOL for r in model["curve"]] == [True, True]
+
+
+def test_bench_node(tiny_model_path, tmp_path):
+    result = run_script("bench_node.py", tmp_path / "n.json", "--duration", "3", "--runs", "rgb8:1",
+                        "--model", str(tiny_model_path))
+    (run,) = result["runs"]
+    assert {"callback_ms_p50", "callback_ms_p99", "sampled_callback_ms_p50", "skipped_callback_ms_p50",
+            "received_per_camera", "published_per_camera", "rejected", "latency_ms_p50", "latency_ms_p99",
+            "rss_mb_start", "rss_mb_quarter", "rss_mb_end", "threads_end", "progress_hz"} <= run.keys()
+    assert run["published_per_camera"] > 0 and run["received_per_camera"][0] > 0
+    assert run["sampled_frames"] > 0 and run["progress_messages"] > 0
+    assert not run["traceback_in_log"]
