@@ -9,8 +9,8 @@ schedule skips and frames it samples), frames received vs published, frames reje
 latency of Progress (p50/p99, Progress.latency), RSS of the node process at start and end, its thread
 count, and the Progress rate.
 
-The callback is timed by a subclass of RewardNode that wraps `_on_image` (run with `--host`, in the
-node's process): reward_node.py itself is unchanged.
+The callback (`CameraIntake.on_message`) is timed by a wrapper installed in the node's process only (run
+with `--host`): the node's code itself is unchanged.
 """
 from __future__ import annotations
 
@@ -40,25 +40,26 @@ def host(stats_path: Path, ros_args: list[str]) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
-    from topreward_ros.reward_node import RewardNode, stamp_seconds
+    from topreward_ros.camera_intake import CameraIntake
+    from topreward_ros.reward_node import RewardNode
 
-    class TimedRewardNode(RewardNode):
-        """RewardNode with each camera callback timed (the subclass adds nothing else)."""
+    timings: dict[str, list[float]] = {"skipped": [], "sampled": [], "secondary": []}
+    on_message = CameraIntake.on_message
 
-        timings: dict[str, list[float]] = {"skipped": [], "sampled": [], "secondary": []}
+    def timed(intake: CameraIntake, msg, index: int) -> None:
+        """The real camera callback, timed (this process only; nothing else changes)."""
+        stamp = msg.header.stamp
+        # Whether the schedule samples this frame: asked before the callback, outside the timing.
+        kind = "secondary" if index else (
+            "sampled" if intake.buffer.admit(stamp.sec + stamp.nanosec * 1e-9) is not None else "skipped")
+        start = time.perf_counter()
+        on_message(intake, msg, index)
+        timings[kind].append(time.perf_counter() - start)
 
-        def _on_image(self, msg, index: int) -> None:
-            buffer = self._buffer
-            # Whether the schedule samples this frame: asked before the callback, outside the timing.
-            kind = "secondary" if index else (
-                "sampled" if buffer is not None and buffer.admit(stamp_seconds(msg.header.stamp)) is not None
-                else "skipped")
-            start = time.perf_counter()
-            super()._on_image(msg, index)
-            self.timings[kind].append(time.perf_counter() - start)
+    CameraIntake.on_message = timed
 
     rclpy.init(args=["--ros-args", *ros_args])
-    node = TimedRewardNode()
+    node = RewardNode()
     executor = MultiThreadedExecutor(num_threads=3)  # as reward_node.main does
     executor.add_node(node)
     try:
@@ -66,9 +67,10 @@ def host(stats_path: Path, ros_args: list[str]) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        cameras = [{"topic": c.topic, "received": c.received, "rejected": c.rejected} for c in node._cameras]
-        stats_path.write_text(json.dumps({"timings": TimedRewardNode.timings, "cameras": cameras}))
-        node._stop_cameras_and_worker()
+        cameras = [{"topic": c.topic, "received": c.received, "rejected": sum(c.rejected.values())}
+                   for c in node._intake.cameras]
+        stats_path.write_text(json.dumps({"timings": timings, "cameras": cameras}))
+        node.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
