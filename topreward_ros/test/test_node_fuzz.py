@@ -89,10 +89,15 @@ def _bad_compressed_image(rng, kind: str, frame: np.ndarray) -> CompressedImage:
         data = _corrupt_compressed(rng, frame)
     elif kind == "empty":
         data = b""
-    elif kind == "too_large":  # a PNG whose header claims more pixels than max_image_pixels
+    elif kind == "too_large" and rng.random() < 0.5:  # a PNG whose header claims more than max_image_pixels
         data = bytearray(cv2.imencode(".png", frame)[1].tobytes())
         data[16:24] = int(rng.integers(400, 1 << 20)).to_bytes(4, "big") + (400).to_bytes(4, "big")
         data = bytes(data)
+    elif kind == "too_large":  # the same in a JPEG frame header, behind 0xFF fill bytes that libjpeg skips
+        data = bytearray(cv2.imencode(".jpg", frame)[1].tobytes())
+        sof = data.find(b"\xff\xc0")
+        data[sof + 5:sof + 9] = (400).to_bytes(2, "big") + int(rng.integers(400, 1 << 16)).to_bytes(2, "big")
+        data = bytes(data[:sof]) + b"\xff" * int(rng.integers(0, 3)) + bytes(data[sof:])
     else:
         raise AssertionError(kind)
     return CompressedImage(format="png", data=data)
