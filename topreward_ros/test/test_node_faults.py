@@ -320,6 +320,27 @@ def test_sigint_and_sigterm_mid_inference_end_within_5s_and_write_the_record(ros
         peer.destroy_node()
 
 
+def test_close_during_a_long_inference_records_the_episode_once(harness, tmp_path):
+    """The worker ending after close() gave up on it must not record the episode a second time.
+
+    close() writes the record itself when the inference in flight outlives its timeout.
+    """
+    h = harness(record_dir=str(tmp_path))
+    slow = h.node._scorer.backend = SlowBackend(h.node._scorer.backend, delay=1.5)
+    frames = random_frames(2, seed=550, size=(64, 64))
+    h.send(frames[0], 1.0)
+    assert wait_until(lambda: len(h.progress) == 1)
+    slow.armed = True
+    h.send(frames[1], 1.5)
+    assert slow.entered.wait(10.0)
+    worker = h.node._worker
+    assert h.node.close(timeout=0.2) is False  # still inferring: the record is written from here
+    assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 1
+    assert wait_until(lambda: not worker.alive, 10.0)  # the inference ended, then the thread
+    lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episode_id"] for line in lines] == [0]
+
+
 # ---------------------------------------------------------------- item 1: no second inference thread
 def test_inference_outliving_stop_timeout_blocks_activate_and_cleanup(harness):
     h = harness()
