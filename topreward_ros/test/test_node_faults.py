@@ -527,6 +527,26 @@ def test_far_future_and_zero_stamp_messages_do_not_block_later_frames(harness, b
     assert abs(h.progress[-1].log_prob_true - reference[6].log_prob_true) < 1e-4
 
 
+def test_zero_stamp_first_after_a_reset_does_not_block_a_stamped_camera(harness):
+    """A zero stamp first after a reset must not switch a stamped camera to receive time.
+
+    Found by the soak: every good frame of that episode was then rejected (mixed_stamps).
+    """
+    h = harness()
+    base = (time.time_ns() // 10**9 - 60) * 10**9
+    frames = random_frames(5, seed=950, size=(64, 64))
+    h.publish(image_msg(frames[0], base))
+    assert wait_until(lambda: len(h.progress) == 1)
+    assert h.call("/topreward/reset").success
+    h.publish(image_msg(frames[1], 0))  # the first message of the new episode, unstamped by mistake
+    for k, frame in enumerate(frames[2:]):
+        h.publish(image_msg(frame, base + (k + 1) * 500_000_000))
+    assert wait_until(lambda: h.progress[-1].episode_id == 1 and h.progress[-1].num_frames == 3)
+    assert h.rejected() == {"zero_stamp": 1}
+    for msg in (m for m in h.progress if m.episode_id == 1):  # the camera's own stamps, not receive times
+        assert stamp_ns(msg) == base + msg.num_frames * 500_000_000
+
+
 # ---------------------------------------------------------------- security
 def test_trust_remote_code_off_and_safetensors_only_by_default(tiny_model_path, monkeypatch):
     from transformers import AutoModelForImageTextToText, AutoProcessor
