@@ -4,11 +4,12 @@
 
 Three processes over the shipped Fast DDS profile (config/fastdds_localhost_shm.xml): the node; a publisher
 (this script with --publisher) that sends 320x240 rgb8 frames stamped at publication, ~10 % of them bad
-(truncated, unsupported encoding, zero stamp, far-future stamp), and calls ~/reset every ~20 s after a
-short pause (a robot resetting its scene); and this process, which counts Progress per episode and samples
-the node's RSS, threads and open file descriptors (/proc/PID) every 10 s. The publisher replays the node's
-sampling (FrameSchedule) on the good frames alone, so each episode's good sampled frames are known: with no
-Progress lost, the last Progress of an episode has exactly that many frames.
+(truncated, unsupported encoding, zero stamp, far-future stamp), and calls ~/reset every ~20 s once the
+node has scored the episode's last frame (a robot resetting its scene; at most --pause-max s); and this
+process, which counts Progress per episode and samples the node's RSS, threads and open file descriptors
+(/proc/PID) every 10 s. The publisher replays the node's sampling (FrameSchedule) on the good frames alone,
+so each episode's good sampled frames are known: with no Progress lost, the last Progress of an episode
+has exactly that many frames.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def run_publisher(args: argparse.Namespace) -> int:
     from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
 
+    from topreward_msgs.msg import Progress
     from topreward_ros.core.schedule import FrameSchedule
     from topreward_ros.core.types import ScheduleConfig
 
@@ -50,6 +52,20 @@ def run_publisher(args: argparse.Namespace) -> int:
     node = rclpy.create_node("soak_publisher")
     camera = node.create_publisher(Image, TOPIC, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     reset = node.create_client(Trigger, "/topreward/reset")
+    scored: dict[int, int] = defaultdict(int)  # episode -> most frames in one of its Progress messages
+    node.create_subscription(Progress, "/topreward/progress",
+                             lambda m: scored.__setitem__(m.episode_id, max(scored[m.episode_id], m.num_frames)),
+                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+
+    def wait_scored(episode: int, frames: int) -> float:
+        """Seconds until the node has scored the episode's last sampled frame, at most --pause-max.
+
+        A scene reset takes that long; a good frame lost would show as a wait of --pause-max.
+        """
+        start = time.monotonic()
+        while scored[episode] < frames and time.monotonic() - start < args.pause_max:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        return time.monotonic() - start
     rng = np.random.default_rng(args.seed)
     pictures = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8).tobytes() for _ in range(16)]
     tiny = np.zeros((32, 32, 3), np.uint8)
@@ -61,6 +77,7 @@ def run_publisher(args: argparse.Namespace) -> int:
             return 1
         time.sleep(0.1)
     episodes: dict[int, int] = {}  # episode id -> good frames the node's sampling keeps
+    waits: dict[int, float] = {}  # episode id -> [s] from its last frame until that frame was scored
     bad_sent: dict[str, int] = defaultdict(int)
     good_sent = 0
     episode, replica = 0, FrameSchedule(replica_config)
@@ -70,7 +87,7 @@ def run_publisher(args: argparse.Namespace) -> int:
     while time.monotonic() < end:
         if time.monotonic() >= next_reset:
             episodes[episode] = len(replica)
-            time.sleep(args.pause)  # the scene resets: the worker finishes the episode's last prefix
+            waits[episode] = wait_scored(episode, len(replica))  # the scene resets meanwhile
             future = reset.call_async(Trigger.Request())
             rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
             if not future.done() or not future.result().success:
@@ -102,8 +119,9 @@ def run_publisher(args: argparse.Namespace) -> int:
         tick += period
         time.sleep(max(tick - time.monotonic(), 0.0))
     episodes[episode] = len(replica)
-    time.sleep(args.pause)
-    Path(args.out).write_text(json.dumps({"episodes": episodes, "good_sent": good_sent, "bad_sent": bad_sent}))
+    waits[episode] = wait_scored(episode, len(replica))
+    Path(args.out).write_text(json.dumps({"episodes": episodes, "waits": waits, "good_sent": good_sent,
+                                          "bad_sent": bad_sent}))
     node.destroy_node()
     rclpy.shutdown()
     return 0
@@ -139,7 +157,7 @@ def run_soak(args: argparse.Namespace) -> int:
     publisher = subprocess.Popen(
         [sys.executable, __file__, "--publisher", "--seconds", str(seconds), "--out", str(published),
          "--rate", str(args.rate), "--reset-every", str(args.reset_every), "--bad-fraction", str(args.bad_fraction),
-         "--pause", str(args.pause), "--seed", str(args.seed)], env=env)
+         "--pause-max", str(args.pause_max), "--seed", str(args.seed)], env=env)
     rclpy.init()
     monitor = rclpy.create_node("soak_monitor")
     progress: dict[int, list[int]] = defaultdict(list)  # episode -> num_frames of each Progress
@@ -184,12 +202,13 @@ def run_soak(args: argparse.Namespace) -> int:
     for episode, sampled in sorted((int(k), v) for k, v in sent["episodes"].items()):
         got = progress.get(episode, [])
         rows.append({"episode": episode, "good_sampled": sampled, "progress_received": len(got),
-                     "last_num_frames": max(got) if got else 0})
+                     "last_num_frames": max(got) if got else 0, "wait_s": round(sent["waits"][str(episode)], 2)})
     complete = sum(r["last_num_frames"] == r["good_sampled"] for r in rows)
     rejected = {k: v for k, v in (diagnostics[-1] if diagnostics else {}).items() if "rejected" in k}
-    print(f"\n{'episode':>7} {'good sampled':>12} {'Progress':>8} {'last num_frames':>15}")
+    print(f"\n{'episode':>7} {'good sampled':>12} {'Progress':>8} {'last num_frames':>15} {'wait [s]':>8}")
     for r in rows:
-        print(f"{r['episode']:>7} {r['good_sampled']:>12} {r['progress_received']:>8} {r['last_num_frames']:>15}")
+        print(f"{r['episode']:>7} {r['good_sampled']:>12} {r['progress_received']:>8} {r['last_num_frames']:>15} "
+              f"{r['wait_s']:>8.2f}")
     first, last = samples[0], samples[-1]
     bad = sum(sent["bad_sent"].values())
     print(f"\n{seconds / 60:g} min at {args.rate:g} Hz: {sent['good_sent']} good + {bad} bad frames"
@@ -213,7 +232,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate [Hz]")
     parser.add_argument("--reset-every", type=float, default=20.0, help="[s] between resets")
     parser.add_argument("--bad-fraction", type=float, default=0.1)
-    parser.add_argument("--pause", type=float, default=1.5, help="[s] without frames before each reset")
+    parser.add_argument("--pause-max", type=float, default=10.0, help="[s] at most without frames before each "
+                        "reset, while the node scores the episode's last frame")
     parser.add_argument("--frame-size", type=int, default=128, help="node frame_size (square)")
     parser.add_argument("--domain-id", type=int, default=97)
     parser.add_argument("--seed", type=int, default=0)
