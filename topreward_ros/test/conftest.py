@@ -49,3 +49,19 @@ def ros_context():
 def domain_id() -> int:
     """A ROS domain id no other test of this run uses (for tests that start ROS processes)."""
     return next(_domain_ids)
+
+
+@pytest.fixture
+def harness(ros_context, tiny_model_path):
+    """make(**params): a reward node with the tiny model and a peer node (node_harness.Harness), closed after."""
+    from node_harness import Harness
+
+    made = []
+
+    def make(**params):
+        made.append(Harness(ros_context, tiny_model_path, **params))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()

@@ -137,3 +137,34 @@ def test_compressed_size_is_checked_before_decoding():
     with pytest.raises(ImageConversionError) as err:
         compressed_to_rgb(CompressedImage(format="jpeg", data=truncated))
     assert err.value.reason == "decode_failed"
+
+
+def _jpeg_with_byte_before_frame_header(size: tuple[int, int] | None, extra: bytes) -> bytes:
+    """A JPEG of RGB with `extra` inserted before its start-of-frame marker, its size optionally rewritten."""
+    data = bytearray(cv2.imencode(".jpg", RGB)[1].tobytes())
+    sof = data.find(b"\xff\xc0")
+    if size is not None:
+        data[sof + 5:sof + 9] = size[1].to_bytes(2, "big") + size[0].to_bytes(2, "big")
+    return bytes(data[:sof]) + extra + bytes(data[sof:])
+
+
+@pytest.mark.parametrize("extra", [b"\xff", b"\xff\xff\xff", b"\x00", b"junk"])
+def test_jpeg_size_found_past_fill_and_stray_bytes(extra):
+    # libjpeg skips 0xFF fill bytes (legal) and stray bytes (with a warning) before a marker; the size
+    # check must find the frame header the decoder will use, or a forged size is decoded unchecked.
+    forged = _jpeg_with_byte_before_frame_header((400, 400), extra)
+    with pytest.raises(ImageConversionError) as err:
+        compressed_to_rgb(CompressedImage(format="jpeg", data=forged), max_pixels=100_000)
+    assert err.value.reason == "too_large" and "400x400" in str(err.value)
+    honest = _jpeg_with_byte_before_frame_header(None, extra)
+    assert compressed_to_rgb(CompressedImage(format="jpeg", data=honest)).shape == RGB.shape
+
+
+def test_jpeg_without_frame_header_is_not_decoded():
+    data = cv2.imencode(".jpg", RGB)[1].tobytes()
+    sof = data.find(b"\xff\xc0")
+    length = int.from_bytes(data[sof + 2:sof + 4], "big")
+    headless = data[:sof] + data[sof + 2 + length:]  # the frame header cut out
+    with pytest.raises(ImageConversionError) as err:
+        compressed_to_rgb(CompressedImage(format="jpeg", data=headless))
+    assert err.value.reason == "decode_failed"

@@ -2,122 +2,19 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 from conftest import random_frames
-from rclpy.executors import MultiThreadedExecutor
+from node_harness import TASK, offline_values, stamp, wait_until
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from topreward_msgs.msg import Progress, SuccessDetected
-from topreward_ros.core.scorer import StreamingScorer
 from topreward_ros.core.tiling import tile_views
-from topreward_ros.core.types import ScheduleConfig
 from topreward_ros.reward_node import RewardNode
-
-RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-TASK = "put the cube in the bowl"
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-class Harness:
-    """A reward node plus a test node that publishes frames and records what the reward node sends."""
-
-    def __init__(self, context, model_path, **params):
-        import rclpy
-
-        defaults = dict(model=str(model_path), device="cpu", dtype="float32", instruction=TASK,
-                        camera_topics=["/cam/image_raw"], frame_size=[64, 64], sample_fps=2.0,
-                        qos_reliability="reliable", qos_depth=50, success_threshold=-100.0,
-                        success_consecutive=1000, min_episode_duration=0.0)
-        defaults.update(params)
-        overrides = [Parameter(k, value=v) for k, v in defaults.items()]
-        self.node = RewardNode(context=context, parameter_overrides=overrides)
-        self.peer = rclpy.create_node("peer", context=context)
-        self.progress: list[Progress] = []
-        self.success: list[SuccessDetected] = []
-        self.peer.create_subscription(Progress, "/topreward/progress", self.progress.append, RELIABLE)
-        self.peer.create_subscription(SuccessDetected, "/topreward/success", self.success.append, RELIABLE)
-        self.publishers = {}
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.peer)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        assert wait_until(lambda: self.node.lifecycle_state == "active"), "node did not activate"
-
-    def publisher(self, topic, msg_type=Image):
-        if topic not in self.publishers:
-            pub = self.peer.create_publisher(msg_type, topic, RELIABLE)
-            self.publishers[topic] = pub
-            assert wait_until(lambda: pub.get_subscription_count() > 0)
-        return self.publishers[topic]
-
-    def send(self, frame: np.ndarray, t: float, topic="/cam/image_raw", encoding="rgb8"):
-        msg = Image(height=frame.shape[0], width=frame.shape[1], encoding=encoding, step=frame.shape[1] * 3)
-        msg.data = frame.tobytes()
-        msg.header.frame_id = "cam"
-        msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
-        self.publisher(topic).publish(msg)
-
-    def send_compressed(self, frame: np.ndarray, t: float, topic: str, ext=".jpg"):
-        ok, data = cv2.imencode(ext, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        msg = CompressedImage(format=f"rgb8; {ext[1:]} compressed bgr8", data=data.tobytes())
-        msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
-        self.publisher(topic, CompressedImage).publish(msg)
-
-    def call(self, service: str, timeout=10.0):
-        client = self.peer.create_client(Trigger, service)
-        assert client.wait_for_service(timeout)
-        future = client.call_async(Trigger.Request())
-        assert wait_until(future.done, timeout)
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        if self.node._worker is not None:
-            self.node._worker.stop()
-        self.node.destroy_node()
-        self.peer.destroy_node()
-
-
-@pytest.fixture
-def harness(ros_context, tiny_model_path):
-    made = []
-
-    def make(**params):
-        made.append(Harness(ros_context, tiny_model_path, **params))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
-
-
-def offline_values(backend, frames, times, instruction=TASK, frame_size=(64, 64)):
-    scorer = StreamingScorer(backend, instruction, ScheduleConfig(2.0, frame_size))
-    for frame, t in zip(frames, times, strict=True):
-        scorer.append(frame, t)
-    return {n: scorer.score(n) for n in range(1, scorer.num_frames + 1)}
-
-
-def stamp(msg) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
 def test_progress_equals_offline_values(harness, backend):

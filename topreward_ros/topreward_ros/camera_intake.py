@@ -6,9 +6,11 @@ its stamp, cannot make later good frames look old.
 
 Stamps (carried as exact integer nanoseconds):
 - the header stamp is the capture time;
-- a zero stamp means "not stamped": if the episode's first kept frame of that camera was unstamped,
+- a zero stamp means "not stamped": if the camera's first kept frame since activation was unstamped,
   the receive time on the node's clock is used for all its frames; on a stamped camera a zero stamp is
-  rejected, since receive time is another clock (a recording or a simulation);
+  rejected, since receive time is another clock (a recording or a simulation). The camera keeps its
+  mode across resets (re-activate the node to switch), so one unstamped message arriving first after
+  a reset cannot turn a stamped camera to receive time and get all its good frames rejected;
 - stamps further than `max_stamp_lead` seconds ahead of the node's clock are rejected (a corrupt
   header); stamps in the past are fine (replayed recordings);
 - on the primary camera a stamp at or before the newest kept frame is rejected, until the next episode.
@@ -39,8 +41,8 @@ class CameraState:
     received: int = 0
     rejected: Counter = field(default_factory=Counter)  # reason -> count
     receipts: deque = field(default_factory=lambda: deque(maxlen=2000))  # time.monotonic() of recent messages
-    unstamped: bool | None = None  # per episode: whether its frames use receive time (None: no frame kept yet)
-    episode: int = -1  # the episode `unstamped` and `latest` belong to
+    unstamped: bool | None = None  # whether its frames use receive time (None: no frame kept since activation)
+    episode: int = -1  # the episode `latest` belongs to
     latest: tuple[object, int] | None = None  # (message, stamp [ns]) of a secondary view
 
     def rate(self, now: float) -> float:
@@ -102,7 +104,7 @@ class CameraIntake:
         """(capture stamp [ns], whether it is the receive time), or Rejected; changes no state."""
         stamp = msg.header.stamp
         stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-        unstamped = camera.unstamped if camera.episode == episode else None
+        unstamped = camera.unstamped  # not per episode: see the module docstring
         now = self._now_ns()
         if stamp_ns == 0:
             if unstamped is False:
@@ -110,8 +112,8 @@ class CameraIntake:
                                              "another clock)")
             return now, True
         if unstamped is True:
-            raise Rejected("mixed_stamps", "stamped frame on a camera that sent unstamped ones this episode; "
-                                           "call ~/reset to switch")
+            raise Rejected("mixed_stamps", "stamped frame on a camera whose frames are unstamped (receive "
+                                           "time); re-activate the node to switch")
         lead = self.config.max_stamp_lead
         if lead > 0 and now > 0 and stamp_ns > now + lead * 1e9:  # now is 0 until /clock runs (sim time)
             raise Rejected("future_stamp", f"stamp {(stamp_ns - now) / 1e9:.1f} s ahead of the node's clock "

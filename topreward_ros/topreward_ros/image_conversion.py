@@ -78,8 +78,10 @@ def _check_compressed(msg, max_pixels: int) -> np.ndarray:
     else:
         raise ImageConversionError("decode_failed", f"cannot decode compressed image (format {msg.format!r}): "
                                                     "the bytes are neither JPEG nor PNG")
-    if size is not None:
-        _check_size(*size, max_pixels)
+    if size is None:  # fail closed: without a frame header the size cannot be checked before decoding
+        raise ImageConversionError("decode_failed", f"cannot decode compressed image (format {msg.format!r}): no "
+                                                    "JPEG frame header before the image data")
+    _check_size(*size, max_pixels)
     return data
 
 
@@ -106,14 +108,28 @@ def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 
 def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's start-of-frame marker, or None if it is not found in the header."""
+    """(width, height) from a JPEG's start-of-frame marker, or None if there is none before the scan.
+
+    Markers are found the way libjpeg finds them: any bytes before a 0xFF are skipped (libjpeg warns
+    about "extraneous bytes" and goes on) and so are 0xFF fill bytes. Stopping at the first unexpected
+    byte would let a header with a fill byte before its frame marker claim any size and be decoded anyway.
+    """
     raw = data.tobytes()
     i = 2
-    while i + 9 < len(raw):
-        if raw[i] != 0xFF:
+    while i + 1 < len(raw):
+        if raw[i] != 0xFF:  # not at a marker: libjpeg skips to the next 0xFF
+            i += 1
+            continue
+        marker = raw[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA) or i + 9 > len(raw):  # end of image or start of scan: no frame header
             return None
-        marker, length = raw[i + 1], int.from_bytes(raw[i + 2:i + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
             return int.from_bytes(raw[i + 7:i + 9], "big"), int.from_bytes(raw[i + 5:i + 7], "big")
-        i += 2 + length
+        i += 2 + int.from_bytes(raw[i + 2:i + 4], "big")
     return None

@@ -71,6 +71,10 @@ class RewardNode(LifecycleNode):
         self._closing = False
         self._success_count = 0
         self._instructions_rejected = 0
+        # Episodes end in increasing id order; close() writes the record of an inference it gave up on, and
+        # that worker, ending later, would write the same episode again.
+        self._record_lock = threading.Lock()
+        self._last_recorded = -1
         self.worker_stop_timeout = WORKER_STOP_TIMEOUT
         self._io_group = MutuallyExclusiveCallbackGroup()
         # Registered before declaring, so that start-up values are validated too.
@@ -145,6 +149,7 @@ class RewardNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.config = config
         self._buffer = EpisodeBuffer(config.schedule, config.instruction)
+        self._last_recorded = -1  # a new buffer numbers its episodes from 0 again
         if not config.instruction:
             self.get_logger().warning("no instruction: frames are ignored until one arrives on ~/instruction "
                                       "or the instruction parameter is set")
@@ -317,6 +322,10 @@ class RewardNode(LifecycleNode):
         record_dir = self.get_parameter("record_dir").value  # changeable at runtime
         if not record_dir or self._backend is None:
             return
+        with self._record_lock:
+            if episode_id <= self._last_recorded:
+                return
+            self._last_recorded = episode_id
         record = episode.record(episode_id, instruction, self._backend.name, self.config.tau, self.config.delta_max)
         try:
             append_record(record_dir, record)
