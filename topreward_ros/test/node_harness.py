@@ -10,6 +10,7 @@ import time
 
 import cv2
 import numpy as np
+from conftest import random_frames
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -138,6 +139,32 @@ class Harness:
             if seen > after and predicate(status):
                 return status
         return None
+
+    def spy_publications(self) -> list[tuple[int, int]]:
+        """(message's episode, node's current episode) at the moment of each Progress publication.
+
+        A spy on the real publisher, so that DDS delivery order across topics plays no part.
+        """
+        published = []
+        publish = self.node._progress_pub.publish
+
+        def spy(msg):
+            published.append((msg.episode_id, self.node._buffer.episode_id))
+            publish(msg)
+
+        self.node._progress_pub.publish = spy
+        return published
+
+    def slow_inference_in_flight(self, delay: float, seed: int) -> SlowBackend:
+        """One prefix scored normally, then the next one's inference held for `delay` s (returns once it is in)."""
+        slow = self.node._scorer.backend = SlowBackend(self.node._scorer.backend, delay=delay)
+        frames = random_frames(2, seed=seed, size=(64, 64))
+        self.send(frames[0], 1.0)
+        assert wait_until(lambda: len(self.progress) == 1)
+        slow.armed = True
+        self.send(frames[1], 1.5)
+        assert slow.entered.wait(10.0)
+        return slow
 
     def close(self):
         self.executor.shutdown()

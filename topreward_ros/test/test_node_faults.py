@@ -22,7 +22,6 @@ from conftest import random_frames
 from node_harness import (
     TASK,
     FailingBackend,
-    SlowBackend,
     diagnostic_values,
     image_msg,
     inference_threads,
@@ -165,14 +164,7 @@ def test_unloadable_model_with_autostart_ends_the_process(tmp_path, domain_id):
 # ---------------------------------------------------------------- reset storm
 def test_reset_storm_no_deadlock_no_stale_progress_ids_increasing(harness):
     h = harness()
-    published = []
-    publish = h.node._progress_pub.publish
-
-    def spy(msg):
-        published.append((msg.episode_id, h.node._buffer.episode_id))
-        publish(msg)
-
-    h.node._progress_pub.publish = spy
+    published = h.spy_publications()
     client = h.peer.create_client(Trigger, "/topreward/reset")
     assert client.wait_for_service(10.0)
     h.publisher("/cam/image_raw")
@@ -326,13 +318,7 @@ def test_close_during_a_long_inference_records_the_episode_once(harness, tmp_pat
     close() writes the record itself when the inference in flight outlives its timeout.
     """
     h = harness(record_dir=str(tmp_path))
-    slow = h.node._scorer.backend = SlowBackend(h.node._scorer.backend, delay=1.5)
-    frames = random_frames(2, seed=550, size=(64, 64))
-    h.send(frames[0], 1.0)
-    assert wait_until(lambda: len(h.progress) == 1)
-    slow.armed = True
-    h.send(frames[1], 1.5)
-    assert slow.entered.wait(10.0)
+    h.slow_inference_in_flight(delay=1.5, seed=550)
     worker = h.node._worker
     assert h.node.close(timeout=0.2) is False  # still inferring: the record is written from here
     assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 1
@@ -344,14 +330,8 @@ def test_close_during_a_long_inference_records_the_episode_once(harness, tmp_pat
 # ---------------------------------------------------------------- item 1: no second inference thread
 def test_inference_outliving_stop_timeout_blocks_activate_and_cleanup(harness):
     h = harness()
-    slow = h.node._scorer.backend = SlowBackend(h.node._scorer.backend, delay=3.0)
     h.node.worker_stop_timeout = 0.2
-    frames = random_frames(2, seed=600, size=(64, 64))
-    h.send(frames[0], 1.0)
-    assert wait_until(lambda: len(h.progress) == 1)
-    slow.armed = True
-    h.send(frames[1], 1.5)
-    assert slow.entered.wait(10.0)
+    slow = h.slow_inference_in_flight(delay=3.0, seed=600)
     assert h.node.trigger_deactivate() == SUCCESS and h.node.lifecycle_state == "inactive"
     assert not slow.left.is_set(), "the inference should still be in flight (delay too short for this machine?)"
     old = h.node._worker

@@ -107,16 +107,7 @@ def test_bad_frames_dropped_node_keeps_running(harness):
 
 def test_reset_never_publishes_old_episode(harness):
     h = harness(frame_size=[256, 256])  # larger frames: inference is in flight when the reset comes
-    # Record, at the moment of publication, the message's episode and the node's current episode
-    # (a spy on the real publisher, so that DDS delivery order across topics plays no part).
-    published = []
-    publish = h.node._progress_pub.publish
-
-    def spy(msg):
-        published.append((msg.episode_id, h.node._buffer.episode_id))
-        publish(msg)
-
-    h.node._progress_pub.publish = spy
+    published = h.spy_publications()
     for cycle in range(4):
         frames = random_frames(5, seed=20 + cycle, size=(256, 256))
         for k in range(3):

@@ -157,7 +157,11 @@ class RewardNode(LifecycleNode):
         self._progress_pub = self.create_lifecycle_publisher(Progress, "~/progress", reliable)
         self._success_pub = self.create_lifecycle_publisher(SuccessDetected, "~/success", reliable)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._io_group)
+        # A deep request queue: with the services default (keep last 10) a burst of resets from several
+        # clients drops requests on the floor, and their callers wait for a reply that never comes.
+        requests = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._io_group,
+                                              qos_profile=requests)
         self._instruction_sub = self.create_subscription(String, "~/instruction", self._on_instruction, 10,
                                                          callback_group=self._io_group)
         self._reset_client = None

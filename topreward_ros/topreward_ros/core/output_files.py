@@ -62,7 +62,7 @@ def label_table_ours(path: Path) -> bool:
         return False
 
 
-def claim(path: Path, ours: Callable[[Path], bool]) -> Path:
+def claim(path: Path, ours: Callable[[Path], bool], action: str = "overwriting") -> Path:
     """Make `path` ready to be (over)written: its folder exists, it is no link, absent or written by us."""
     path = Path(path)
     try:
@@ -79,7 +79,7 @@ def claim(path: Path, ours: Callable[[Path], bool]) -> Path:
         except OSError:
             mine = False
         if not mine:
-            raise OutputError(f"{path} exists and was not written by topreward_ros: not overwriting it (move it "
+            raise OutputError(f"{path} exists and was not written by topreward_ros: not {action} it (move it "
                               "away or choose another path)")
     return path
 
@@ -99,6 +99,6 @@ def write_atomic(path: Path, data: str | bytes, ours: Callable[[Path], bool]) ->
 
 def open_append(path: Path, ours: Callable[[Path], bool]):
     """A text file opened for appending (created if missing), never through a link."""
-    claim(path, ours)
+    claim(path, ours, "appending to")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     return os.fdopen(fd, "a")
