@@ -174,7 +174,9 @@ def test_resume_after_a_killed_run_gives_the_same_files(manifest, tiny_model_pat
     proc.wait()
     done = log.read_text().count("\n")
     assert 1 <= done < 4, "the run should have been killed part-way"
-    assert json.loads((out / "summary.json").read_text())["episodes_scored"] == done  # valid, up to date
+    # Valid, and at most the episode in flight behind: the kill can land between the episode's line and
+    # the summary's rewrite (a crash can always fall there; --resume below rebuilds the summary).
+    assert done - 1 <= json.loads((out / "summary.json").read_text())["episodes_scored"] <= done
     assert main(["eval", *args, "--out", str(out), "--resume"]) == 0
     for name in ("episodes.jsonl", "summary.json", "threshold.yaml"):
         assert (out / name).read_text() == (tmp_path / "whole" / name).read_text(), name
