@@ -226,6 +226,45 @@ def test_camera_silence_warns_and_frames_resuming_clear_it(harness):
     _level(h, OK, resumed)
 
 
+# ---------------------------------------------------------------- item 7: diagnostics read counters being written
+def test_camera_counters_stay_consistent_while_diagnostics_read_them():
+    """Camera callbacks count while the diagnostics timer reads (on another thread): no count is lost.
+
+    The rate used to be a counter that diagnostics reset while callbacks incremented it; now receipts
+    are appended under the intake's lock and diagnostics read a copy.
+    """
+    from topreward_ros.camera_intake import CameraIntake
+    from topreward_ros.core.episode_buffer import EpisodeBuffer
+    from topreward_ros.core.types import ScheduleConfig
+    from topreward_ros.node_config import IntakeConfig
+
+    buffer = EpisodeBuffer(ScheduleConfig(2.0, (64, 64)), "stack the cups")
+    intake = CameraIntake(IntakeConfig(("/cam/image_raw",)), buffer, now_ns=lambda: 0, warn=lambda text: None)
+    frame = random_frames(1, seed=700, size=(64, 64))[0]
+    count, done, reports = 4000, threading.Event(), []
+
+    def read():
+        while not done.is_set():
+            reports.append(intake.reports()[0])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for k in range(count):  # 1 ms apart: most fall between grid points, every 500th is kept
+        intake.on_message(image_msg(frame, 100_000_000_000 + k * 1_000_000), 0)
+    done.set()
+    reader.join()
+    final = intake.reports()[0]
+    assert final.received == count and final.rejected == {} and len(buffer) == count // 500
+    received = [r.received for r in reports]
+    assert received == sorted(received) and all(r.rate_hz >= 0 for r in reports)
+
+
+def test_diagnostics_after_cleanup_publish_nothing_and_raise_nothing(harness):
+    h = harness()
+    assert h.node.trigger_deactivate() == SUCCESS and h.node.trigger_cleanup() == SUCCESS
+    h.node._publish_diagnostics()  # a timer tick that raced the cleanup: nothing left to read, no error
+
+
 # ---------------------------------------------------------------- signals in the middle of inference
 SLOW_NODE = '''"""reward_node.main() with a SlowBackend: Qwen3VLBackend.forward sleeps a minute once ARM exists."""
 import sys
