@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from topreward_ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+from topreward_ros.core.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
 

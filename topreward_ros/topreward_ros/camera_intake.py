@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .core.episode_buffer import EpisodeBuffer
+from .core.image_conversion import ImageConversionError, check_message, to_rgb
 from .core.tiling import tile_views
-from .image_conversion import ImageConversionError, check_message, to_rgb
 from .node_config import IntakeConfig
 
 _RATE_WINDOW = 5.0  # [s] the camera rate in diagnostics is averaged over this long

@@ -7,19 +7,21 @@ the primary frame's stamp, as the node tiles its latest message.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ...image_conversion import ImageConversionError, to_rgb
 from ..episode import Episode, EpisodeError, Skipped, SourceError, ViewsAt, WantsFn
-from .frames import decode_image
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STRING_TYPE = "std_msgs/msg/String"
 MAX_VIEW_SKEW = 0.5  # [s] as the node's max_view_skew default: an older secondary view is tiled black
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC3": 3, "8UC1": 1}
+# Generic OpenCV type names some recorders write; read as the colour layouts they were read as before.
+_GENERIC = {"8UC3": "rgb8", "8UC1": "mono8"}
 
 
 def is_bag(path: Path) -> bool:
@@ -38,22 +40,14 @@ def bags_in(path: Path) -> list[Path]:
 
 
 def image_to_rgb(msg, msgtype: str, what: str) -> np.ndarray:
-    """RGB uint8 from a deserialized sensor_msgs Image or CompressedImage."""
-    if msgtype.endswith("CompressedImage"):
-        return decode_image(bytes(msg.data), what)
-    channels = _CHANNELS.get(msg.encoding)
-    if channels is None:
-        raise EpisodeError(f"{what}: unsupported image encoding {msg.encoding!r} (use {', '.join(_CHANNELS)})")
-    data = np.asarray(msg.data, np.uint8)
-    if data.size < msg.height * msg.step or msg.step < msg.width * channels:
-        raise EpisodeError(f"{what}: {data.size} bytes do not hold a {msg.width}x{msg.height} {msg.encoding} image")
-    image = data[:msg.height * msg.step].reshape(msg.height, msg.step)[:, :msg.width * channels]
-    image = image.reshape(msg.height, msg.width, channels)
-    if channels == 1:
-        return np.repeat(image, 3, axis=2)
-    if msg.encoding.startswith("bgr"):
-        image = image[:, :, 2::-1]
-    return np.ascontiguousarray(image[:, :, :3])
+    """RGB uint8 from a deserialized sensor_msgs Image or CompressedImage: the node's own conversion."""
+    if not msgtype.endswith("CompressedImage") and msg.encoding in _GENERIC:
+        msg = copy.copy(msg)
+        msg.encoding = _GENERIC[msg.encoding]
+    try:
+        return to_rgb(msg)
+    except ImageConversionError as exc:
+        raise EpisodeError(f"{what}: {exc}") from None
 
 
 def _stamp(msg) -> float:

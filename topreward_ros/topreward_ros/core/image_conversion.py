@@ -1,4 +1,6 @@
-"""sensor_msgs Image / CompressedImage -> RGB uint8 arrays.
+"""sensor_msgs Image / CompressedImage -> RGB uint8 arrays, for the node's cameras and for recorded bags.
+
+Duck-typed on the messages' fields (rclpy's and rosbags' messages alike), so it imports no ROS.
 
 Raw images are read as numpy views that honour `step` (drivers pad rows to aligned strides), so a
 padded image is never sheared. Compressed images are decoded by OpenCV from their bytes (JPEG or PNG,
