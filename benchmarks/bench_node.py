@@ -68,7 +68,7 @@ def host(stats_path: Path, ros_args: list[str]) -> int:
         pass
     finally:
         cameras = [{"topic": c.topic, "received": c.received, "rejected": sum(c.rejected.values())}
-                   for c in node._intake.cameras]
+                   for c in node.channels[0].intake.cameras]
         stats_path.write_text(json.dumps({"timings": timings, "cameras": cameras}))
         node.close()
         node.destroy_node()

@@ -1,6 +1,7 @@
 """Launch the TOPReward reward node with a robot profile.
 
   ros2 launch topreward_ros reward.launch.py robot:=so101 instruction:="place the doll in the box"
+  ros2 launch topreward_ros reward.launch.py robots:="arm1 arm2" params_file:=arms.yaml
 
 Parameters are layered: config/reward.yaml (all defaults) < config/<robot>.yaml < params_file < the
 arguments below that are given (an empty argument leaves the value of the files).
@@ -27,6 +28,8 @@ ARGUMENTS = {
     "camera_topic": ("", "score this one camera alone: replaces the profile's camera_topics and sets "
                          "tile_views false, frame_size [256, 256]", None),
     "namespace": ("", "node namespace: topics become /<namespace>/topreward/...", None),
+    "robots": ("", "serve several robots with one model: names separated by spaces (\"arm1 arm2\"); topics become "
+                   "/<robot>/topreward/..., per-robot values <robot>.<name> come from params_file", None),
     "device": ("", "auto, cpu, cuda or cuda:N (default: the files' device, auto)", None),
     "dtype": ("", "auto, float32, bfloat16 or float16 (default: the files' dtype, auto)", None),
     "autostart": ("true", "configure and activate by itself; false: wait for a lifecycle manager or "
@@ -55,6 +58,11 @@ def _node(context):
     for name in ("model", "instruction", "device", "dtype"):
         if value[name]:
             overrides[name] = value[name]
+    if value["robots"]:
+        if value["camera_topic"]:
+            raise RuntimeError("camera_topic:= sets one camera for one robot; with robots:= give each robot its "
+                               "<robot>.camera_topics in a params_file")
+        overrides["robots"] = value["robots"].replace(",", " ").split()
     if value["camera_topic"]:
         overrides.update(camera_topics=[value["camera_topic"]], tile_views=False, frame_size=[256, 256])
     parameters.append(overrides)

@@ -92,6 +92,15 @@ class Harness:
         self.diagnostics: list = []  # (time.monotonic() of arrival, DiagnosticStatus), oldest first
         self.peer.create_subscription(Progress, "/topreward/progress", self.progress.append, RELIABLE)
         self.peer.create_subscription(SuccessDetected, "/topreward/success", self.success.append, RELIABLE)
+        # With several robots: each robot's messages as they arrive on /<robot>/topreward/...
+        robots = defaults.get("robots", [])
+        self.progress_of: dict[str, list[Progress]] = {r: [] for r in robots}
+        self.success_of: dict[str, list[SuccessDetected]] = {r: [] for r in robots}
+        for robot in robots:
+            self.peer.create_subscription(Progress, f"/{robot}/topreward/progress", self.progress_of[robot].append,
+                                          RELIABLE)
+            self.peer.create_subscription(SuccessDetected, f"/{robot}/topreward/success",
+                                          self.success_of[robot].append, RELIABLE)
         self.peer.create_subscription(DiagnosticArray, "/diagnostics",
                                       lambda m: self.diagnostics.extend((time.monotonic(), s) for s in m.status), 10)
         self.publishers = {}
@@ -128,10 +137,10 @@ class Harness:
 
     def received(self, index: int = 0) -> int:
         """Messages the node's intake has seen on camera `index` (rejected ones included)."""
-        return self.node._intake.cameras[index].received
+        return self.node.channels[0].intake.cameras[index].received
 
     def rejected(self, index: int = 0) -> dict[str, int]:
-        return dict(self.node._intake.cameras[index].rejected)
+        return dict(self.node.channels[0].intake.cameras[index].rejected)
 
     def diagnostics_where(self, predicate, after: float = 0.0):
         """The newest status that arrived after monotonic time `after` and satisfies `predicate`, or None."""
@@ -146,18 +155,18 @@ class Harness:
         A spy on the real publisher, so that DDS delivery order across topics plays no part.
         """
         published = []
-        publish = self.node._progress_pub.publish
+        publish = self.node.channels[0].progress_pub.publish
 
         def spy(msg):
-            published.append((msg.episode_id, self.node._buffer.episode_id))
+            published.append((msg.episode_id, self.node.channels[0].buffer.episode_id))
             publish(msg)
 
-        self.node._progress_pub.publish = spy
+        self.node.channels[0].progress_pub.publish = spy
         return published
 
     def slow_inference_in_flight(self, delay: float, seed: int) -> SlowBackend:
         """One prefix scored normally, then the next one's inference held for `delay` s (returns once it is in)."""
-        slow = self.node._scorer.backend = SlowBackend(self.node._scorer.backend, delay=delay)
+        slow = self.node.channels[0].scorer.backend = SlowBackend(self.node.channels[0].scorer.backend, delay=delay)
         frames = random_frames(2, seed=seed, size=(64, 64))
         self.send(frames[0], 1.0)
         assert wait_until(lambda: len(self.progress) == 1)

@@ -286,3 +286,43 @@ def test_bad_model_and_bad_arguments_fail_in_seconds_with_one_line(launch_env, t
     launch.finish(timeout=30)
     assert "Valid options are" in launch.output and "Traceback" not in launch.output, launch.output
     assert "reward_node" not in launch.output
+
+
+def test_robots_argument_serves_several_robots_from_one_process(launch_env, client, tiny_model_path, tmp_path):
+    from sensor_msgs.msg import Image
+
+    from topreward_msgs.msg import Progress
+
+    params = tmp_path / "arms.yaml"
+    params.write_text("/**:\n  ros__parameters:\n"
+                      "    arm1:\n      camera_topics: [/arm1/cam/image_raw]\n      instruction: fold the towel\n"
+                      "    arm2:\n      camera_topics: [/arm2/cam/image_raw]\n      instruction: stack the cups\n")
+    launch = Launch(launch_env, 'robots:=arm1 arm2', f"params_file:={params}", f"model:={tiny_model_path}",
+                    "device:=cpu")
+    try:
+        assert launch.wait_for("progress on /arm2/topreward/progress", 120), launch.output
+        assert launch.output.count("loading ") == 1, launch.output  # one model for both
+        got = {robot: [] for robot in ("arm1", "arm2")}
+        for robot, received in got.items():
+            client.create_subscription(Progress, f"/{robot}/topreward/progress", received.append, 10)
+        deadline = time.monotonic() + 10
+        while not {"/arm1/cam/image_raw", "/arm2/cam/image_raw"} <= subscribed_topics(client, "/") and \
+                time.monotonic() < deadline:
+            client.spin_for(0.2)
+        assert {"/arm1/cam/image_raw", "/arm2/cam/image_raw"} <= subscribed_topics(client, "/")
+        pub = client.create_publisher(Image, "/arm2/cam/image_raw", 10)
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            client.spin_for(0.1)
+        for k, frame in enumerate(random_frames(4, seed=5, size=(64, 64))):
+            msg = Image(height=64, width=64, encoding="rgb8", step=64 * 3, data=frame.tobytes())
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 200 + k // 2, (k % 2) * 500_000_000
+            pub.publish(msg)
+            client.spin_for(0.1)
+        deadline = time.monotonic() + 30
+        while not (got["arm2"] and got["arm2"][-1].num_frames == 4) and time.monotonic() < deadline:
+            client.spin_for(0.1)
+        assert got["arm2"] and got["arm2"][-1].num_frames == 4 and not got["arm1"], launch.output
+        assert {m.instruction for m in got["arm2"]} == {"stack the cups"}
+    finally:
+        launch.ctrl_c(group=True)
+    assert_clean_exit(launch, *launch.finish())

@@ -64,10 +64,10 @@ def _env(domain_id: int, tmp_path: Path, **extra) -> dict:
 # ---------------------------------------------------------------- forward fails (issue 9 item 4)
 def test_forward_failures_reported_recovered_then_halt_until_reset(harness, backend):
     h = harness(max_consecutive_failures=3)
-    failing = h.node._scorer.backend = FailingBackend(h.node._scorer.backend)
+    failing = h.node.channels[0].scorer.backend = FailingBackend(h.node.channels[0].scorer.backend)
     halts = []
-    on_halt = h.node._worker.on_halt
-    h.node._worker.on_halt = lambda why: (halts.append(why), on_halt(why))
+    on_halt = h.node._worker.streams[0].on_halt
+    h.node._worker.streams[0].on_halt = lambda why: (halts.append(why), on_halt(why))
     frames, times = random_frames(9, seed=200, size=(64, 64)), [100.0 + 0.5 * k for k in range(9)]
 
     def scored(n: int, episode: int = 0) -> bool:
@@ -79,7 +79,7 @@ def test_forward_failures_reported_recovered_then_halt_until_reset(harness, back
     # One failure: reported, that prefix abandoned, the episode kept, the next frame scored again.
     failing.fail_next = 1
     h.send(frames[2], times[2])
-    assert wait_until(lambda: h.node._worker.failures().by_reason["RuntimeError"] == 1)
+    assert wait_until(lambda: h.node._worker.streams[0].failures().by_reason["RuntimeError"] == 1)
     failed_at = time.monotonic() - 1.0
     status = _level(h, WARN, failed_at, "inference failed")
     assert diagnostic_values(status)["inference_failures RuntimeError"] == "1"
@@ -93,8 +93,8 @@ def test_forward_failures_reported_recovered_then_halt_until_reset(harness, back
     failing.always = True
     for k in range(4, 7):
         h.send(frames[k], times[k])
-        assert wait_until(lambda k=k: h.node._worker.failures().consecutive == k - 3)
-    assert h.node._worker.failures().halted and len(halts) == 1
+        assert wait_until(lambda k=k: h.node._worker.streams[0].failures().consecutive == k - 3)
+    assert h.node._worker.streams[0].failures().halted and len(halts) == 1
     status = _level(h, ERROR, time.monotonic() - 1.0, "no longer scored")
     assert diagnostic_values(status)["inference_failures RuntimeError"] == "4"
     calls, published = failing.forward_calls, len(h.progress)
@@ -445,7 +445,8 @@ def test_parameters_changed_while_configuring_are_rejected(ros_context, tiny_mod
         assert node.set_parameters([Parameter("record_dir", value=str(tmp_path))])[0].successful  # runtime
         configuring.join(30.0)
         assert outcome == [SUCCESS]
-        assert node.config.model.model == str(tiny_model_path) and node.config.schedule.frame_size == (64, 64)
+        config = node.configs[""]
+        assert config.model.model == str(tiny_model_path) and config.schedule.frame_size == (64, 64)
         assert len(load_spy["calls"]) == 1
     finally:
         node.destroy_node()
@@ -513,9 +514,9 @@ def test_halving_recomputes_online_state_on_the_new_sampling(harness, backend):
         if replica.append(frame, t):  # sampled: the worker scores it (one round) before the next frame
             assert wait_until(lambda r=rounds: h.node._worker.scored == r + 1)
         halvings = replica.schedule.halvings
-    assert halvings >= 2 and len(h.node._buffer) == replica.num_frames
+    assert halvings >= 2 and len(h.node.channels[0].buffer) == replica.num_frames
     reference = [replica.score(n) for n in range(1, replica.num_frames + 1)]
-    live = h.node._worker._episode
+    live = h.node._worker.streams[0]._episode
     fresh, _ = _built(live.success, reference)
     assert [s.num_frames for s in live.scores] == [s.num_frames for s in reference]
     assert np.allclose([s.log_prob_true for s in live.scores], [s.log_prob_true for s in reference], atol=1e-4)
@@ -613,8 +614,8 @@ def test_pickle_only_checkpoint_refused_unless_allowed(tiny_model_path, tmp_path
 def test_record_dir_created_symlinks_not_followed_foreign_files_kept(harness, tmp_path, capfd):
     h = harness()
     ends = []
-    on_end = h.node._worker.on_episode_end
-    h.node._worker.on_episode_end = lambda *a: (on_end(*a), ends.append(a[0]))
+    on_end = h.node._worker.streams[0].on_episode_end
+    h.node._worker.streams[0].on_episode_end = lambda *a: (on_end(*a), ends.append(a[0]))
     outside = tmp_path / "outside.txt"
     outside.write_text("not yours\n")
     created = tmp_path / "new" / "records"

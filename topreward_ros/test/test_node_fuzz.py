@@ -167,7 +167,7 @@ def _check(h, backend, frames, times_ns, expected: Counter, sent: int, topic: st
         f"scored {h.progress[-1].num_frames if h.progress else 0} of {good} good frames; rejected {h.rejected()}"
     # Rejected, each under its own reason, and nothing else was: the good frames were all kept.
     assert h.rejected() == dict(expected)
-    assert len(h.node._buffer) == good
+    assert len(h.node.channels[0].buffer) == good
     assert h.node.lifecycle_state == "active" and h.node._worker.alive
     # The good frames' values are exactly those of the good frames alone.
     reference = offline_values(backend, frames, [t / 1e9 for t in times_ns])
@@ -225,12 +225,14 @@ def test_instructions_bad_rejected_non_ascii_scored(harness, backend):
     bad = ["", "   \t\n ", "x" * 1001, "é" * 1001]
     for text in bad:
         pub.publish(String(data=text))
-    assert wait_until(lambda: h.node._instructions_rejected == len(bad))
-    assert h.node._buffer.instruction == TASK and h.node._buffer.episode_id == 0  # nothing changed
+    channel = h.node.channels[0]
+    assert wait_until(lambda: channel.instructions_rejected == len(bad))
+    buffer = h.node.channels[0].buffer
+    assert buffer.instruction == TASK and buffer.episode_id == 0  # nothing changed
     assert wait_until(lambda: h.diagnostics_where(
         lambda s: diagnostic_values(s).get("instructions_rejected") == str(len(bad))) is not None, 5.0)
     pub.publish(String(data=task))
-    assert wait_until(lambda: h.node._buffer.instruction == task)
+    assert wait_until(lambda: h.node.channels[0].buffer.instruction == task)
     frames, times = random_frames(2, seed=7, size=(64, 64)), [30.0, 30.5]
     for frame, t in zip(frames, times, strict=True):
         h.send(frame, t)

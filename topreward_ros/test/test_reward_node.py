@@ -49,7 +49,7 @@ def test_frames_between_grid_points_are_not_scored(harness):
     for k in range(12):  # a 10 fps camera: only every fifth frame is sampled at 2 fps
         h.send(random_frames(1, seed=k)[0], 50.0 + 0.1 * k)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
-    assert len(h.node._buffer) == 3
+    assert len(h.node.channels[0].buffer) == 3
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png"])
@@ -98,7 +98,7 @@ def test_bad_frames_dropped_node_keeps_running(harness):
     short = Image(height=64, width=64, encoding="rgb8", step=192, data=bytes(100))
     short.header.stamp.sec = 2
     h.publisher("/cam/image_raw").publish(short)
-    assert wait_until(lambda: sum(h.node._intake.cameras[0].rejected.values()) == 2)
+    assert wait_until(lambda: sum(h.node.channels[0].intake.cameras[0].rejected.values()) == 2)
     for k, frame in enumerate(good):
         h.send(frame, 3.0 + 0.5 * k)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
@@ -129,12 +129,12 @@ def test_stale_result_dropped_after_reset(harness):
     for k, frame in enumerate(random_frames(2, seed=30)):
         h.send(frame, 1.0 + 0.5 * k)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
-    step_of_episode_0 = h.node._worker._episode.scores[-1]
+    step_of_episode_0 = h.node._worker.streams[0]._episode.scores[-1]
     h.call("/topreward/reset")
     before = len(h.progress)
     from topreward_ros.core.types import Step
 
-    h.node._on_step(0, TASK, Step(step_of_episode_0, 0.5, 0.1, None), 0.01)
+    h.node.channels[0].on_step(0, TASK, Step(step_of_episode_0, 0.5, 0.1, None), 0.01)
     time.sleep(0.3)
     assert len(h.progress) == before
 
@@ -143,7 +143,7 @@ def test_success_once_per_episode_and_reset_service_called(harness):
     calls = []
     h = harness(success_threshold=-100.0, success_consecutive=2, reset_service="/robot/reset")
     h.peer.create_service(Trigger, "/robot/reset", lambda req, res: (calls.append(1), res)[1])
-    assert wait_until(lambda: h.node._reset_client.service_is_ready())
+    assert wait_until(lambda: h.node.channels[0].reset_client.service_is_ready())
     for episode in range(2):
         for k, frame in enumerate(random_frames(6, seed=40 + episode)):
             h.send(frame, 1.0 + 100.0 * episode + 0.5 * k)
@@ -202,7 +202,7 @@ def test_instruction_change_starts_new_episode(harness):
     pub = h.peer.create_publisher(String, "/topreward/instruction", 10)
     assert wait_until(lambda: pub.get_subscription_count() > 0)
     pub.publish(String(data="close the drawer"))
-    assert wait_until(lambda: h.node._buffer.episode_id == 2)
+    assert wait_until(lambda: h.node.channels[0].buffer.episode_id == 2)
     assert h.node.get_parameter("instruction").value == "close the drawer"
     h.send(random_frames(1, seed=62)[0], 20.0)
     assert wait_until(lambda: h.progress[-1].episode_id == 2)
@@ -213,11 +213,11 @@ def test_no_instruction_no_frames(harness):
     h = harness(instruction="")
     h.send(random_frames(1)[0], 1.0)
     time.sleep(0.5)
-    assert not h.progress and len(h.node._buffer) == 0
+    assert not h.progress and len(h.node.channels[0].buffer) == 0
     pub = h.peer.create_publisher(String, "/topreward/instruction", 10)
     assert wait_until(lambda: pub.get_subscription_count() > 0)
     pub.publish(String(data="wipe the table"))
-    assert wait_until(lambda: h.node._buffer.instruction == "wipe the table")
+    assert wait_until(lambda: h.node.channels[0].buffer.instruction == "wipe the table")
     h.send(random_frames(1)[0], 2.0)
     assert wait_until(lambda: bool(h.progress))
     assert h.progress[0].instruction == "wipe the table" and h.progress[0].episode_id == 1
@@ -288,7 +288,7 @@ def test_stamp_going_back_is_rejected_until_reset(harness):
         h.send(frame, 50.0 + 0.5 * k)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
     h.send(random_frames(1, seed=92)[0], 10.0)  # a recording started over without a reset
-    assert wait_until(lambda: sum(h.node._intake.cameras[0].rejected.values()) == 1)
+    assert wait_until(lambda: sum(h.node.channels[0].intake.cameras[0].rejected.values()) == 1)
     h.call("/topreward/reset")
     h.send(random_frames(1, seed=93)[0], 10.0)
     assert wait_until(lambda: h.progress[-1].episode_id == 1)
@@ -306,7 +306,7 @@ def test_unusual_encodings_converted_and_garbage_survived(harness, backend):
     h.publisher("/cam/image_raw").publish(odd)
     h.send(frames[2], 3.5)
     assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 3)
-    assert sum(h.node._intake.cameras[0].rejected.values()) == 1 and h.node._worker.alive
+    assert sum(h.node.channels[0].intake.cameras[0].rejected.values()) == 1 and h.node._worker.alive
 
 
 def test_reactivation_starts_a_new_episode_and_success_stays_once(harness):

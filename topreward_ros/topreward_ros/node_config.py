@@ -6,6 +6,7 @@ torch nor rclpy.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from .core.prompt import PromptConfig
 from .core.types import ModelConfig, ScheduleConfig, SuccessConfig
 
 MAX_INSTRUCTION_CHARS = 1000  # a task, not a document: longer text is rejected with this limit named
+_ROBOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # one ROS name token: it becomes a namespace and a prefix
 
 
 class ConfigError(ValueError):
@@ -91,3 +93,56 @@ class NodeConfig:
             out.append(f"frame_size {height}x{width} is wide for one view: the camera image is stretched "
                        "(a tiled profile with one camera_topic?); set frame_size: [256, 256]")
         return out
+
+
+def parse_robots(value: object) -> tuple[str, ...]:
+    """The `robots` parameter as names: a string array, or one string of names split on spaces or commas.
+
+    Unset or empty: () (one robot, today's topics). Raises ConfigError for a name that cannot be a ROS
+    namespace or a parameter prefix, and for a name given twice.
+    """
+    if value is None or value == "":
+        return ()
+    names = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    for name in names:
+        if not isinstance(name, str) or not _ROBOT_NAME.fullmatch(name):
+            raise ConfigError(f"robots: {name!r} is not a robot name (a letter, then letters, digits or '_'; it "
+                              "becomes the namespace /<name>/topreward/...)")
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigError(f"robots: {', '.join(dupes)} given twice")
+    return tuple(names)
+
+
+def robot_values(p: Mapping[str, object], robot: str) -> dict[str, object]:
+    """One robot's parameter values: `<robot>.<name>` where given, else the top-level `<name>`."""
+    if not robot:
+        return dict(p)
+    prefix = f"{robot}."
+    own = {name[len(prefix):]: value for name, value in p.items() if name.startswith(prefix)}
+    return {name: own.get(name, value) for name, value in p.items() if "." not in name}
+
+
+def fleet_configs(p: Mapping[str, object], robots: tuple[str, ...]) -> dict[str, NodeConfig]:
+    """Each robot's configuration (robot name -> NodeConfig; the one robot of a plain node is named '').
+
+    Raises ConfigError naming the robot whose values do not make a configuration.
+    """
+    configs = {}
+    for robot in robots or ("",):
+        try:
+            configs[robot] = NodeConfig.from_parameters(robot_values(p, robot))
+        except ConfigError as exc:
+            raise ConfigError(f"robot {robot}: {exc}" if robot else str(exc)) from None
+    return configs
+
+
+def fleet_warnings(configs: Mapping[str, NodeConfig]) -> list[str]:
+    """Per-robot warnings, and camera topics that several robots score."""
+    out = [f"{robot}: {w}" if robot else w for robot, config in configs.items() for w in config.warnings()]
+    owners: dict[str, list[str]] = {}
+    for robot, config in configs.items():
+        for topic in config.intake.scored_topics:
+            owners.setdefault(topic, []).append(robot)
+    out += [f"robots {', '.join(names)} all score {topic}: give each its own <robot>.camera_topics"
+            for topic, names in owners.items() if len(names) > 1]
+    return out

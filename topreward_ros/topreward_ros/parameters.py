@@ -69,11 +69,26 @@ PARAMETERS: tuple[Param, ...] = (
     Param("delta_max", 2.0, "Eq. 3 clip delta_max of the recorded dense weights", (0.0, 100.0)),
     Param("qos_reliability", "best_effort", "camera subscription reliability: best_effort (sensor data) or reliable"),
     Param("qos_depth", 5, "camera subscription queue depth", (1, 1000)),
+    Param("max_batch", 8, "with several robots: at most this many robots' prefixes in one batched forward pass; "
+          "1: one robot at a time", (1, 64)),
     Param("autostart", True, "configure and activate on start-up, without a lifecycle manager"),
 )
 
 # May change while the node is configured; the rest is read on configure.
 RUNTIME_PARAMETERS = frozenset({"instruction", "record_dir", "max_view_skew"})
+# One value for the whole node (the model is loaded once); every other parameter can also be given per
+# robot as <robot>.<name>.
+NODE_PARAMETERS = frozenset({"model", "device", "dtype", "attn_implementation", "trust_remote_code",
+                             "allow_pickle_weights", "max_batch", "autostart"})
+ROBOT_PARAMETERS = tuple(p for p in PARAMETERS if p.name not in NODE_PARAMETERS)
+ROBOTS_DESCRIPTION = ("names of the robots this node serves, as a string array or one string of names: each gets "
+                      "/<robot>/topreward/... topics and <robot>.<name> parameters; empty: one robot, "
+                      "~/... topics. Read at start-up")
+
+
+def base_name(name: str) -> str:
+    """`arm1.instruction` -> `instruction`: per-robot parameters follow the rules of their top-level name."""
+    return name.rsplit(".", 1)[-1]
 
 _CHOICES = {
     "dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
@@ -101,16 +116,31 @@ def integers_as_floats(params: list) -> list:
     from rclpy.parameter import Parameter
 
     return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
-            if p.name in _FLOATS and p.type_ == Parameter.Type.INTEGER else p for p in params]
+            if base_name(p.name) in _FLOATS and p.type_ == Parameter.Type.INTEGER else p for p in params]
 
 
-def declare_parameters(node) -> None:
+def declare_parameters(node) -> tuple[str, ...]:
+    """Declare the table, `robots`, and for each robot its `<robot>.<name>` parameters; returns the robots.
+
+    A robot's parameter starts at the top-level value (a given `<robot>.<name>` override wins). Raises
+    ConfigError for a bad `robots` value.
+    """
+    from .node_config import parse_robots
+
     # Start-up values do not pass through the pre-set callback: convert the overrides here.
     overrides = getattr(node, "_parameter_overrides", {})
     for name, given in list(overrides.items()):
         overrides[name] = integers_as_floats([given])[0]
     for param in PARAMETERS:
         node.declare_parameter(param.name, param.default, _descriptor(param))
+    # Either a string array or one string: `robots:="arm1 arm2"` is the easy spelling on a command line.
+    node.declare_parameter("robots", "", ParameterDescriptor(description=ROBOTS_DESCRIPTION, dynamic_typing=True,
+                                                             read_only=True))
+    robots = parse_robots(node.get_parameter("robots").value)
+    for robot in robots:
+        for param in ROBOT_PARAMETERS:
+            node.declare_parameter(f"{robot}.{param.name}", node.get_parameter(param.name).value, _descriptor(param))
+    return robots
 
 
 def _name_error(name: str, service: bool = False) -> str | None:
@@ -123,13 +153,17 @@ def _name_error(name: str, service: bool = False) -> str | None:
     return None
 
 
-def values(node) -> dict[str, object]:
-    """The node's current value of every parameter of the table."""
-    return {p.name: node.get_parameter(p.name).value for p in PARAMETERS}
+def values(node, robots: tuple[str, ...] = ()) -> dict[str, object]:
+    """The node's current value of every parameter of the table, and of each robot's `<robot>.<name>`."""
+    out = {p.name: node.get_parameter(p.name).value for p in PARAMETERS}
+    for robot in robots:
+        out.update({f"{robot}.{p.name}": node.get_parameter(f"{robot}.{p.name}").value for p in ROBOT_PARAMETERS})
+    return out
 
 
 def validate(name: str, value) -> str | None:
     """Why `value` is not acceptable for parameter `name`, or None. Ranges are enforced by the descriptors."""
+    name = base_name(name)
     if name in _CHOICES and value not in _CHOICES[name]:
         return f"must be one of {', '.join(_CHOICES[name])}, got {value!r}"
     if name == "model" and not str(value).strip():
@@ -168,6 +202,8 @@ def _yaml_value(value) -> str:
 
 def _notes(param: Param, runtime: str, range_format: str) -> str:
     notes = [runtime] if param.name in RUNTIME_PARAMETERS else []
+    if param.name in NODE_PARAMETERS:
+        notes.append("Node-wide (no per-robot value).")
     if param.range is not None:
         low, high = (f"{v:g}" for v in param.range)
         notes.append(range_format.format(low=low, high=high))
@@ -182,9 +218,12 @@ def render_yaml() -> str:
              "yaml`).",
              "# Use as --params-file; a robot profile (config/<robot>.yaml) overrides the camera part.",
              "# Read on configure unless marked [runtime]; ranges are enforced by the parameter descriptors.",
+             "# Several robots on one model: robots: [arm1, arm2], then per robot e.g. arm1: {camera_topics: [...]}",
+             "# (every parameter not marked node-wide); see the README.",
              "/**:", "  ros__parameters:"]
     for param in PARAMETERS:
         note = _notes(param, "[runtime]", "Range {low}..{high}.")
+        note = note.replace("Node-wide (no per-robot value).", "[node-wide]")
         lines += textwrap.wrap(note, 104, initial_indent="    # ", subsequent_indent="    # ")
         lines.append(f"    {param.name}: {_yaml_value(param.default)}")
     return "\n".join(lines) + "\n"

@@ -30,9 +30,11 @@ class EpisodeSnapshot:
 class EpisodeBuffer:
     """Thread-safe frame schedule of the current episode, with its id and instruction."""
 
-    def __init__(self, config: ScheduleConfig, instruction: str = "") -> None:
+    def __init__(self, config: ScheduleConfig, instruction: str = "", wake: threading.Event | None = None) -> None:
+        """`wake` is set at every change, for a worker that waits on several buffers at once."""
         self.config = config
         self._cond = threading.Condition()
+        self._wake = wake
         self._episode_id = 0
         self._instruction = instruction
         self._frames = FrameSchedule(config)
@@ -76,7 +78,7 @@ class EpisodeBuffer:
                 return False
             if not self._instruction or not self._frames.offer(frame, t, stamp_ns):
                 return False
-            self._cond.notify_all()
+            self._changed()
             return True
 
     def new_episode(self, instruction: str | None = None) -> int:
@@ -86,7 +88,7 @@ class EpisodeBuffer:
             if instruction is not None:
                 self._instruction = instruction
             self._frames = FrameSchedule(self.config)
-            self._cond.notify_all()
+            self._changed()
             return self._episode_id
 
     def wait_for_change(self, seen: tuple[int, int, int] | None, timeout: float) -> EpisodeSnapshot | None:
@@ -99,6 +101,11 @@ class EpisodeBuffer:
             if not self._cond.wait_for(changed, timeout):
                 return None
             return EpisodeSnapshot(self._episode_id, self._instruction, self._frames.copy())
+
+    def _changed(self) -> None:
+        self._cond.notify_all()
+        if self._wake is not None:
+            self._wake.set()
 
     def _snapshot_version(self) -> tuple[int, int, int]:
         return self._episode_id, self._frames.generation, len(self._frames)

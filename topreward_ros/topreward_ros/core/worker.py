@@ -1,9 +1,12 @@
-"""The inference thread: owns the scorer and always scores the newest prefix of the live episode.
+"""The inference thread: one loop serves the live episode of every robot, always its newest prefix.
 
-When inference is slower than the frame schedule, intermediate prefixes are skipped: each round
-takes a fresh snapshot, so the published values are never older than one inference.
+Each round polls every robot's buffer once and scores the newest prefix of each robot that has
+something new, all of them in one batched forward pass (up to `max_batch` at a time). So a robot
+gets at most one prefix per round however fast its camera is (no robot starves another), a robot
+whose camera stops is simply not in the round, and when inference is slower than the frame schedule
+intermediate prefixes are skipped: the published values are never older than one round.
 
-Only this thread touches the scorer and the episode's online state, and only this thread closes an
+Only this thread touches the scorers and the episodes' online state, and only this thread closes an
 episode (at a reset, or when it stops): a caller that stops the worker waits for the thread itself.
 """
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .batch_scoring import score_batch
 from .episode_buffer import EpisodeBuffer, EpisodeSnapshot
 from .online import OnlineEpisode
 from .scorer import StreamingScorer
-from .types import Step, SuccessConfig
+from .types import PrefixScore, Step, SuccessConfig
 
 StepCallback = Callable[[int, str, Step, float], None]  # episode id, instruction, step, inference [s]
 EpisodeEndCallback = Callable[[int, str, OnlineEpisode], None]
@@ -33,8 +37,11 @@ class FailureStats:
     halted: bool = False  # too many in a row: the episode is no longer scored until the next one
 
 
-class InferenceWorker:
-    """A dedicated thread between the episode buffer and the publishers."""
+class EpisodeStream:
+    """One robot as the worker sees it: its buffer and scorer, the live episode's online state, failures.
+
+    `on_error(exc)` hears every failed inference; without it the exception ends the worker.
+    """
 
     def __init__(self, scorer: StreamingScorer, buffer: EpisodeBuffer, success: SuccessConfig,
                  on_step: StepCallback, on_episode_end: EpisodeEndCallback | None = None,
@@ -47,35 +54,11 @@ class InferenceWorker:
         self.scored = 0
         self._lock = threading.Lock()  # guards the failure statistics, read by diagnostics
         self._failures = FailureStats()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="topreward-inference", daemon=True)
         self._episode: OnlineEpisode | None = None
         self._episode_id: int | None = None
         self._generation = 0
         self._instruction = ""
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> bool:
-        """Ask the thread to stop after the inference in flight; True once it has really ended.
-
-        The thread closes the current episode itself on its way out. With a `timeout` that runs out
-        the thread is still running (a long inference): the caller must not start another worker on
-        the same scorer until `alive` is false.
-        """
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+        self._seen: tuple[int, int, int] | None = None
 
     def failures(self) -> FailureStats:
         """A copy of the failure statistics (safe to read from any thread)."""
@@ -92,27 +75,25 @@ class InferenceWorker:
                                                                   episode.progress, episode.consecutive,
                                                                   episode.event)
 
-    def _end_episode(self) -> None:
+    def end_episode(self) -> None:
         episode, self._episode = self._episode, None
         if episode is not None and episode.scores and self.on_episode_end is not None:
             self.on_episode_end(self._episode_id, self._instruction, episode)
 
-    def _run(self) -> None:
-        try:
-            seen = None
-            while not self._stop.is_set():
-                snapshot = self.buffer.wait_for_change(seen, timeout=0.1)
-                if snapshot is None:
-                    continue
-                seen = snapshot.version
-                if snapshot.instruction:  # nothing to score against until a task is given
-                    self._round(snapshot)
-        finally:
-            self._end_episode()
+    def poll(self) -> EpisodeSnapshot | None:
+        """The newest snapshot if there is something to score in it, else None (never waits)."""
+        snapshot = self.buffer.wait_for_change(self._seen, timeout=0.0)
+        if snapshot is None:
+            return None
+        self._seen = snapshot.version
+        if not snapshot.instruction or not self._follow(snapshot) or not len(snapshot.frames):
+            return None
+        return snapshot
 
-    def _round(self, snapshot: EpisodeSnapshot) -> None:
+    def _follow(self, snapshot: EpisodeSnapshot) -> bool:
+        """Bring the scorer to the snapshot's episode; False if this episode is not scored (halted)."""
         if snapshot.episode_id != self._episode_id:
-            self._end_episode()
+            self.end_episode()
             with self._lock:
                 self._failures.consecutive, self._failures.halted = 0, False
             self._episode_id, self._instruction = snapshot.episode_id, snapshot.instruction
@@ -121,35 +102,46 @@ class InferenceWorker:
             try:
                 self.scorer.reset(snapshot.instruction, frames=snapshot.frames)
             except ValueError as exc:  # a task the prompt cannot hold: nothing of this episode is scored
-                self._fail(exc, halt=True)
-                return
-        elif self._failures.halted:
-            return
-        else:
-            self.scorer.follow(snapshot.frames)
+                self.fail(exc, halt=True)
+                return False
+            return True
+        if self._failures.halted:
+            return False
+        self.scorer.follow(snapshot.frames)
+        return True
+
+    def rebased(self, snapshot: EpisodeSnapshot) -> bool:
+        """Whether the snapshot's frames were thinned out since the last scored prefix (a max_frames halving)."""
+        return snapshot.frames.generation != self._generation
+
+    def score_alone(self, snapshot: EpisodeSnapshot) -> tuple[Step, float] | None:
+        """Score the snapshot's newest prefix on this robot alone; None if it failed (counted)."""
         n = len(snapshot.frames)
-        if not n:
-            return
         start = time.perf_counter()
         try:
-            if snapshot.frames.generation != self._generation:
-                # A max_frames halving: the online state is recomputed on the new sampling (see
-                # OnlineEpisode.rebase), once per halving.
+            if self.rebased(snapshot):
+                # The online state is recomputed on the new sampling (see OnlineEpisode.rebase), once per halving.
                 step = self._episode.rebase([self.scorer.score(k) for k in range(1, n + 1)])
                 self._generation = snapshot.frames.generation
             else:
-                step = self._episode.update(self.scorer.score())
+                step = self._episode.update(self.scorer.score(n))
         except Exception as exc:  # keep serving: a failed prefix must not take the node down
-            self._fail(exc)
-            return
-        self.last_inference = time.perf_counter() - start
+            self.fail(exc)
+            return None
+        return step, time.perf_counter() - start
+
+    def scored_prefix(self, score: PrefixScore) -> Step:
+        """The online step of a prefix scored in a batch with other robots."""
+        return self._episode.update(score)
+
+    def publish(self, snapshot: EpisodeSnapshot, step: Step, inference: float) -> None:
+        self.last_inference = inference
         self.scored += 1
         with self._lock:
             self._failures.consecutive = 0
-        if not self._stop.is_set():
-            self.on_step(snapshot.episode_id, snapshot.instruction, step, self.last_inference)
+        self.on_step(snapshot.episode_id, snapshot.instruction, step, inference)
 
-    def _fail(self, exc: Exception, halt: bool = False) -> None:
+    def fail(self, exc: Exception, halt: bool = False) -> None:
         with self._lock:
             f = self._failures
             f.by_reason[type(exc).__name__] += 1
@@ -162,3 +154,109 @@ class InferenceWorker:
         self.on_error(exc)
         if newly_halted and self.on_halt is not None:
             self.on_halt(f"{f.consecutive} failed inference(s) in a row, last: {type(exc).__name__}: {exc}")
+
+
+class InferenceWorker:
+    """A dedicated thread between the robots' episode buffers and their publishers.
+
+    The buffers must have been made with this worker's `wake` event (EpisodeBuffer(..., wake=...)), so
+    that a new frame on any robot wakes the loop; without it a new frame is seen within 0.1 s.
+    """
+
+    def __init__(self, streams: Sequence[EpisodeStream], max_batch: int = 8,
+                 wake: threading.Event | None = None) -> None:
+        if not streams:
+            raise ValueError("the worker needs at least one stream")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.streams = tuple(streams)
+        self.max_batch = max_batch
+        self.wake = wake or threading.Event()
+        self.batches = 0  # batched forward passes of more than one robot
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="topreward-inference", daemon=True)
+        self._first = 0  # the robot served first in the next round: rotates, so nobody always waits longest
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the thread to stop after the inference in flight; True once it has really ended.
+
+        The thread closes every current episode itself on its way out. With a `timeout` that runs out
+        the thread is still running (a long inference): the caller must not start another worker on
+        the same scorers until `alive` is false.
+        """
+        self._stop.set()
+        self.wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def scored(self) -> int:
+        return sum(s.scored for s in self.streams)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.wake.wait(0.1)
+                self.wake.clear()  # before polling: a frame that arrives while polling sets it again
+                self._round()
+        finally:
+            for stream in self.streams:
+                stream.end_episode()
+
+    def _round(self) -> None:
+        n = len(self.streams)
+        order = [self.streams[(self._first + i) % n] for i in range(n)]
+        self._first = (self._first + 1) % n
+        ready = []
+        for stream in order:
+            if self._stop.is_set():
+                return
+            snapshot = stream.poll()
+            if snapshot is None:
+                continue
+            if stream.rebased(snapshot) or self.max_batch == 1:
+                self._score_alone(stream, snapshot)  # a rebase scores many prefixes: never held in a batch
+            else:
+                ready.append((stream, snapshot))
+        for i in range(0, len(ready), self.max_batch):
+            if self._stop.is_set():
+                return
+            self._score_together(ready[i:i + self.max_batch])
+
+    def _score_alone(self, stream: EpisodeStream, snapshot: EpisodeSnapshot) -> None:
+        result = stream.score_alone(snapshot)
+        if result is not None and not self._stop.is_set():
+            stream.publish(snapshot, *result)
+
+    def _score_together(self, group: list[tuple[EpisodeStream, EpisodeSnapshot]]) -> None:
+        if len(group) == 1:
+            self._score_alone(*group[0])
+            return
+        start = time.perf_counter()
+        try:
+            scores = score_batch([(stream.scorer, len(snapshot.frames)) for stream, snapshot in group])
+        except Exception:
+            # Which robot's prefix failed is unknown, and a batch leaves every cache as it was: each robot
+            # is tried alone, so one robot's failure is counted against it and never against the others.
+            for stream, snapshot in group:
+                if not self._stop.is_set():
+                    self._score_alone(stream, snapshot)
+            return
+        elapsed = time.perf_counter() - start
+        self.batches += 1
+        for (stream, snapshot), score in zip(group, scores, strict=True):
+            step = stream.scored_prefix(score)
+            if not self._stop.is_set():
+                stream.publish(snapshot, step, elapsed)

@@ -1,0 +1,239 @@
+"""One robot served by the reward node: its topics and services, cameras, episode, outputs and records.
+
+A node serves one robot with `~/progress`, `~/success`, `~/reset`, `~/instruction`, or several, each
+under its own namespace: `<robot>/topreward/progress`, ... Every robot has its own episode buffer,
+scorer (KV cache), episode ids, success state and records; only the model and the inference thread
+are shared (see core/worker.py).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from rclpy.callback_groups import CallbackGroup
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from topreward_msgs.msg import Progress, SuccessDetected
+
+from .camera_intake import CameraIntake
+from .core.episode_buffer import EpisodeBuffer
+from .core.online import OnlineEpisode
+from .core.scorer import StreamingScorer
+from .core.types import Step
+from .core.worker import EpisodeStream, FailureStats
+from .diagnostics import Health
+from .episode_records import RecordError, append_record
+from .node_config import NodeConfig
+from .parameters import validate
+
+
+def is_compressed_topic(topic: str) -> bool:
+    """CompressedImage when the topic's last name segment says so (`.../compressed`, `.../image_compressed`)."""
+    return "compressed" in topic.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _stamp(stamp_ns: int):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+
+
+class RobotChannel:
+    """One robot's interfaces and episode state on `node`; `robot` '' is the single robot of a plain node."""
+
+    def __init__(self, node, robot: str, config: NodeConfig, scorer: StreamingScorer, wake: threading.Event,
+                 io_group: CallbackGroup) -> None:
+        self.node, self.robot, self.config, self.scorer = node, robot, config, scorer
+        self.buffer = EpisodeBuffer(config.schedule, config.instruction, wake)
+        self.intake: CameraIntake | None = None
+        self.stream: EpisodeStream | None = None
+        self.success_count = 0
+        self.instructions_rejected = 0
+        self._camera_subs = []
+        self._publish_lock = threading.Lock()  # orders publications against episode resets and shutdown
+        self._closing = False
+        # Episodes end in increasing id order; close() writes the record of an inference it gave up on, and
+        # that worker, ending later, would write the same episode again.
+        self._record_lock = threading.Lock()
+        self._last_recorded = -1
+        self._log = node.get_logger() if not robot else node.get_logger().get_child(robot)
+        ns = "~/" if not robot else f"{robot}/{node.get_name()}/"
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.progress_pub = node.create_lifecycle_publisher(Progress, ns + "progress", reliable)
+        self.success_pub = node.create_lifecycle_publisher(SuccessDetected, ns + "success", reliable)
+        # A deep request queue: with the services default (keep last 10) a burst of resets from several
+        # clients drops requests on the floor, and their callers wait for a reply that never comes.
+        requests = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.reset_srv = node.create_service(Trigger, ns + "reset", self.on_reset, callback_group=io_group,
+                                             qos_profile=requests)
+        self.instruction_sub = node.create_subscription(String, ns + "instruction", self.on_instruction, 10,
+                                                        callback_group=io_group)
+        self.reset_client = None
+        if config.reset_service:
+            self.reset_client = node.create_client(Trigger, config.reset_service, callback_group=io_group)
+        if not config.instruction:
+            self._log.warning(f"no instruction: frames are ignored until one arrives on "
+                              f"{self.instruction_sub.topic_name} or the {self.param('instruction')} parameter "
+                              "is set")
+
+    def param(self, name: str) -> str:
+        """The name of this robot's parameter `name`."""
+        return f"{self.robot}.{name}" if self.robot else name
+
+    # ---------------------------------------------------------------- lifecycle
+    def activate(self, group: CallbackGroup) -> EpisodeStream:
+        """Subscribe the cameras; returns the robot's stream for the inference worker."""
+        intake = self.config.intake
+        self.intake = CameraIntake(intake, self.buffer, lambda: self.node.get_clock().now().nanoseconds,
+                                   lambda text: self._log.warning(text, throttle_duration_sec=5.0))
+        qos = QoSProfile(depth=intake.qos_depth, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE if intake.qos_reliability == "reliable"
+                         else ReliabilityPolicy.BEST_EFFORT)
+        for index, topic in enumerate(intake.scored_topics):
+            msg_type = CompressedImage if is_compressed_topic(topic) else Image
+            self._camera_subs.append(self.node.create_subscription(
+                msg_type, topic, lambda msg, i=index: self.intake.on_message(msg, i), qos, callback_group=group))
+            self._log.info(f"camera {index}: {topic} ({msg_type.__name__})")
+        self.stream = EpisodeStream(self.scorer, self.buffer, self.config.success, self.on_step,
+                                    self.on_episode_end, self.on_worker_error, self.config.max_consecutive_failures,
+                                    self.on_worker_halt)
+        return self.stream
+
+    def unsubscribe_cameras(self) -> None:
+        for sub in self._camera_subs:
+            self.node.destroy_subscription(sub)
+        self._camera_subs.clear()
+
+    def destroy(self) -> None:
+        self.unsubscribe_cameras()
+        self.node.destroy_lifecycle_publisher(self.progress_pub)
+        self.node.destroy_lifecycle_publisher(self.success_pub)
+        self.node.destroy_service(self.reset_srv)
+        self.node.destroy_subscription(self.instruction_sub)
+        if self.reset_client is not None:
+            self.node.destroy_client(self.reset_client)
+
+    def close(self, worker_finished: bool) -> None:
+        """Nothing is published after this; without a finished worker, the live episode's record is written here."""
+        with self._publish_lock:
+            self._closing = True
+        if not worker_finished and self.stream is not None:
+            episode_id, instruction, episode = self.stream.episode_copy()
+            if episode is not None and episode.scores:
+                self.on_episode_end(episode_id, instruction, episode)
+
+    def set_runtime(self, name: str, value) -> None:
+        """Apply a runtime parameter of this robot (already validated)."""
+        if name == "instruction" and value != self.buffer.instruction:
+            self.new_episode(value)
+        elif name == "max_view_skew" and self.intake is not None:
+            self.intake.config = replace(self.intake.config, max_view_skew=value)
+
+    # ---------------------------------------------------------------- episodes
+    def on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        reason = "empty" if not text else validate("instruction", text)
+        if reason:
+            self.instructions_rejected += 1
+            self._log.warning(f"instruction on {self.instruction_sub.topic_name} ignored: {reason}")
+            return
+        if text == self.buffer.instruction:
+            self.new_episode(None)  # same task again: still a new episode
+            return
+        # Through the parameter, so that it always reads the current task.
+        result = self.node.set_parameters([Parameter(self.param("instruction"), value=text)])[0]
+        if not result.successful:
+            self.instructions_rejected += 1
+            self._log.warning(f"instruction rejected: {result.reason}")
+
+    def on_reset(self, request, response):
+        episode = self.new_episode(None)
+        response.success, response.message = True, f"episode {episode} started"
+        return response
+
+    def new_episode(self, instruction: str | None) -> int:
+        with self._publish_lock:  # a result of the old episode can no longer be published after this
+            episode = self.buffer.new_episode(instruction)
+        self._log.info(f"episode {episode} started: {self.buffer.instruction!r}")
+        return episode
+
+    # ---------------------------------------------------------------- outputs (worker thread)
+    def on_step(self, episode_id: int, instruction: str, step: Step, inference: float) -> None:
+        score = step.score
+        msg = Progress()
+        msg.header.stamp = _stamp(score.stamp_ns)
+        msg.header.frame_id = self.intake.frame_id
+        msg.episode_id, msg.instruction, msg.num_frames = episode_id, instruction, score.num_frames
+        msg.elapsed = score.elapsed
+        msg.log_prob_true, msg.log_prob_false, msg.p_true = score.log_prob_true, score.log_prob_false, score.p_true
+        msg.progress, msg.reward, msg.model = step.progress, step.reward, self.scorer.backend.name
+        with self._publish_lock:
+            if self._closing or episode_id != self.buffer.episode_id:
+                return  # shutting down, or the episode was reset while this prefix was being scored
+            msg.latency = (self.node.get_clock().now().nanoseconds - score.stamp_ns) * 1e-9
+            self.progress_pub.publish(msg)
+            if step.success is not None:
+                self._publish_success(episode_id, instruction, step)
+
+    def _publish_success(self, episode_id: int, instruction: str, step: Step) -> None:
+        event = step.success
+        msg = SuccessDetected()
+        msg.header.stamp = _stamp(step.score.stamp_ns)
+        msg.header.frame_id = self.intake.frame_id
+        msg.episode_id, msg.instruction = episode_id, instruction
+        msg.score = event.score
+        msg.threshold = event.threshold
+        msg.consecutive = event.consecutive
+        msg.elapsed = event.elapsed
+        self.success_pub.publish(msg)
+        self.success_count += 1
+        self._log.info(f"episode {episode_id}: success (score {event.score:.3f} >= {event.threshold:.3f})")
+        if self.reset_client is not None:
+            if self.reset_client.service_is_ready():
+                self.reset_client.call_async(Trigger.Request())  # never waited on: the executor stays free
+            else:
+                self._log.warning(f"reset service {self.config.reset_service} is not available")
+
+    def on_episode_end(self, episode_id: int, instruction: str, episode: OnlineEpisode) -> None:
+        record_dir = self.node.get_parameter(self.param("record_dir")).value  # changeable at runtime
+        if not record_dir:
+            return
+        with self._record_lock:
+            if episode_id <= self._last_recorded:
+                return
+            self._last_recorded = episode_id
+        record = episode.record(episode_id, instruction, self.scorer.backend.name, self.config.tau,
+                                self.config.delta_max)
+        if self.robot:
+            record["robot"] = self.robot
+        try:
+            append_record(record_dir, record)
+        except RecordError as exc:
+            self._log.error(f"episode {episode_id} not recorded: {exc}")
+
+    def on_worker_error(self, exc: Exception) -> None:
+        self._log.error(f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+
+    def on_worker_halt(self, why: str) -> None:
+        self._log.error(f"episode {self.buffer.episode_id} is no longer scored ({why}); call "
+                        f"{self.node.resolve_service_name(self.reset_srv.srv_name)} or re-activate to try again")
+
+    def health(self, state: str, worker_active: bool, worker_alive: bool) -> Health:
+        """This robot's diagnostics; `worker_active`: a worker is running and not stopping."""
+        stream, intake, backend = self.stream, self.intake, self.scorer.backend
+        name = f"{self.node.get_fully_qualified_name()}: reward" + (f" {self.robot}" if self.robot else "")
+        return Health(
+            name=name, state=state, model=backend.name, device=str(backend.device),
+            episode_id=self.buffer.episode_id, frames_buffered=len(self.buffer),
+            worker_alive=worker_alive if worker_active else None,
+            prefixes_scored=stream.scored if stream else 0,
+            inference_latency=stream.last_inference if stream else None,
+            failures=stream.failures() if stream and worker_active else FailureStats(),
+            successes=self.success_count, instructions_rejected=self.instructions_rejected,
+            cameras=tuple(intake.reports()) if intake and worker_active else (),
+            camera_timeout=self.config.intake.camera_timeout,
+        )
