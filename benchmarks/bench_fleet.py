@@ -162,18 +162,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--robots", type=int, nargs="+", help="fleet sizes N (default 1 2 4 8)")
-    parser.add_argument("--frames", type=int, help="rounds = sampled frames per robot (default 24, quick 4)")
+    parser.add_argument("--frames", type=int, help="rounds = sampled frames per robot (default 24, quick 2)")
     args = parser.parse_args(argv)
     setup(args)
     sizes = args.robots or [1, 2, 4, 8]
-    rounds = args.frames or (4 if args.quick else 24)
+    rounds = args.frames or (2 if args.quick else 24)
     backend = load_backend(args.model, args.device, args.dtype)
     rss_after_load = rss_mb()
     model_bytes = parameter_bytes(backend.model)
     print(describe(backend), f"; RSS after load {rss_after_load:.0f} MB", flush=True)
     videos = [[resize_frame(f, FRAME_SIZE) for f in synthetic_video(rounds, seed=robot)]
               for robot in range(max(sizes))]
-    run_fleet(backend, [v[:2] for v in videos[:2]], 2)  # warm-up: first calls at new shapes pick kernels
+    warm = 1 if args.quick else 2
+    run_fleet(backend, [v[:warm] for v in videos[:2]], warm)  # warm-up: first calls at new shapes pick kernels
 
     results, rows = {}, []
     for n in sizes:
