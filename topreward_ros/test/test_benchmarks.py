@@ -77,3 +77,22 @@ def test_bench_node(tiny_model_path, tmp_path):
     assert run["published_per_camera"] > 0 and run["received_per_camera"][0] > 0
     assert run["sampled_frames"] > 0 and run["progress_messages"] > 0
     assert not run["traceback_in_log"]
+
+
+def test_bench_fleet(tiny_model_path, tmp_path):
+    result = run_script("bench_fleet.py", tmp_path / "f.json", "--model", str(tiny_model_path),
+                        "--robots", "1", "2", "--frames", "3")
+    assert list(result["per_N"]) == ["1", "2"] and result["rounds"] == 3
+    for n, row in ((int(k), v) for k, v in result["per_N"].items()):
+        assert {"max_abs_diff", "kv_bytes_per_robot", "speedup", "memory", "batched", "unbatched"} <= row.keys()
+        assert row["max_abs_diff"] < TOL
+        assert row["prefixes"] == 3 * n
+        for mode in ("batched", "unbatched"):
+            assert {"prefixes_per_s", "prefixes_per_s_per_robot", "round_ms_median", "total_s"} <= row[mode].keys()
+        assert row["batched"]["passes_per_round"] == 1.0  # all N robots in one forward pass
+        assert row["unbatched"]["passes_per_round"] == n
+        assert row["unbatched"]["slots_per_token"] == 1.0 <= row["batched"]["slots_per_token"]
+        mem = row["memory"]
+        assert mem["kv_mb_per_robot"] > 0 and mem["model_mb"] > 0 and mem["rss_mb_after_load"] > 0
+        assert mem["one_process_mb"] == pytest.approx(mem["model_mb"] + n * mem["kv_mb_per_robot"])
+        assert mem["separate_nodes_mb"] == pytest.approx(n * (mem["model_mb"] + mem["kv_mb_per_robot"]))

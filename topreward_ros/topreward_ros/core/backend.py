@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,28 @@ class LinearPatchEmbed(torch.nn.Module):
         return torch.nn.functional.linear(patches, weight, self.proj.bias)
 
 
+@dataclass
+class BatchRow:
+    """One sequence of a batched forward pass: a chunk of ids on top of its own cache."""
+
+    ids: list[int]
+    start: int  # position of the chunk's first token
+    cache: object  # the row's DynamicCache; read, never changed
+    pixels: torch.Tensor | None  # the chunk's frame pairs (encode_pairs), or None for text only
+    grid: torch.Tensor | None
+    pad_at: int  # where the row's padding goes: after the tokens it keeps, before the tokens it reads logits of
+    keep: int  # leading chunk tokens whose keys and values join the row's cache
+
+
+@dataclass
+class BatchRowOutput:
+    """What forward() would have given the row, and the row's cache grown by its kept tokens."""
+
+    logits: torch.Tensor  # (logits_to_keep, vocabulary) float32: the row's last real positions
+    positions: torch.Tensor  # (3, len(ids)) the chunk's positions, as forward() returns them
+    cache: object  # a new DynamicCache: the row's cache followed by its first `keep` chunk tokens
+
+
 class Qwen3VLBackend:
     """Owns the model and its processor; every tensor it returns lives on `self.device`."""
 
@@ -176,25 +199,121 @@ class Qwen3VLBackend:
         """Qwen3-VL's token types: 2 for video tokens, 0 for text."""
         return (input_ids == self.video_token_id).int() * 2
 
-    @torch.inference_mode()
-    def forward(self, ids: list[int], start: int, cache, pixels: torch.Tensor | None = None,
-                grid: torch.Tensor | None = None, logits_to_keep: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run `ids` on top of `cache`; positions continue from `start`.
+    def _chunk_positions(self, ids: list[int], start: int, grid: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """(input ids (1, L), token types (1, L), positions (3, 1, L)) of a chunk whose first token sits at `start`.
 
-        Returns (logits of the last `logits_to_keep` tokens as float32, the chunk's (3, L) positions). Qwen3-VL's
-        3-D positions are an offset plus a term that depends only on the chunk itself, so the chunk's
+        Qwen3-VL's 3-D positions are an offset plus a term that depends only on the chunk itself, so the chunk's
         positions are the model's own rope index of the chunk alone, shifted by `start`.
         """
         input_ids = torch.tensor([ids], device=self.device)
         mm_types = self._modality_types(input_ids)
         position_ids, _ = self.model.model.get_rope_index(input_ids, mm_types, video_grid_thw=grid)
-        position_ids = position_ids + start
+        return input_ids, mm_types, position_ids + start
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int], start: int, cache, pixels: torch.Tensor | None = None,
+                grid: torch.Tensor | None = None, logits_to_keep: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run `ids` on top of `cache` (which grows by them); positions continue from `start`.
+
+        Returns (logits of the last `logits_to_keep` tokens as float32, the chunk's (3, L) positions).
+        """
+        input_ids, mm_types, position_ids = self._chunk_positions(ids, start, grid)
         out = self.model(
             input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True,
             pixel_values_videos=pixels, video_grid_thw=grid, mm_token_type_ids=mm_types,
             logits_to_keep=logits_to_keep,
         )
         return out.logits[0].float(), position_ids[:, 0]
+
+    @torch.inference_mode()
+    def forward_batch(self, rows: Sequence[BatchRow], logits_to_keep: int = 1) -> list[BatchRowOutput]:
+        """Several chunks, each on top of its own cache, in one forward pass; what forward() gives for each.
+
+        Layout of row i in the batch (P = the longest cache, W = the longest chunk):
+
+            [ zeros | cache_i ][ chunk_i[:pad_at] | pad tokens | chunk_i[pad_at:] ]
+              P - len(cache_i)       W - len(chunk_i) pads
+
+        A 2-D attention mask over [cache | chunk] hides the zeros and the pads from every query. Each row's
+        last tokens are real, so `logits_to_keep` reads every row's own, and a pad query still sees real keys
+        (its row's cache or the chunk's tokens before it): no query row is fully masked, which would give NaN
+        hidden states and, through 0 * NaN in the next layer's attention, poison the rows. Positions are
+        explicit per row (forward()'s, with the pads given their neighbour's), video pixels and grids are
+        concatenated in row order (the model scatters video embeddings over video tokens in row-major order).
+        The rows' caches are read into a stacked copy and never changed; each output carries a new cache.
+        """
+        if not rows:
+            return []
+        widths = [len(r.ids) for r in rows]
+        width = max(widths)
+        cached = [r.cache.get_seq_length() for r in rows]
+        past = max(cached)
+        for r, length, have in zip(rows, widths, cached, strict=True):
+            if not 0 <= r.keep <= r.pad_at <= length - logits_to_keep:
+                raise ValueError(f"a row needs keep <= pad_at <= len(ids) - logits_to_keep, got keep {r.keep}, "
+                                 f"pad_at {r.pad_at}, {length} ids")
+            if have == 0 and r.pad_at == 0 and length < width:
+                raise ValueError("a row with an empty cache cannot be padded before its first token")
+        batch = len(rows)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((batch, width), pad_id, dtype=torch.long, device=self.device)
+        mm_types = torch.zeros((batch, width), dtype=torch.int, device=self.device)
+        position_ids = torch.zeros((3, batch, width), dtype=torch.long, device=self.device)
+        mask = torch.zeros((batch, past + width), dtype=torch.bool, device=self.device)
+        chunk_positions = []
+        for i, (r, length, have) in enumerate(zip(rows, widths, cached, strict=True)):
+            ids, types, positions = self._chunk_positions(r.ids, r.start, r.grid)
+            pads = width - length
+            real = torch.cat([torch.arange(r.pad_at), torch.arange(r.pad_at + pads, width)]).to(self.device)
+            input_ids[i, real] = ids[0]
+            mm_types[i, real] = types[0]
+            position_ids[:, i, real] = positions[:, 0]
+            # The pads' own outputs are never read: any position will do.
+            position_ids[:, i, r.pad_at:r.pad_at + pads] = positions[:, 0, r.pad_at:r.pad_at + 1]
+            mask[i, past - have:past] = True
+            mask[i, past + real] = True
+            chunk_positions.append(positions[:, 0])
+        with_pixels = [r for r in rows if r.pixels is not None]
+        pixels = torch.cat([r.pixels for r in with_pixels]) if with_pixels else None
+        grid = torch.cat([r.grid for r in with_pixels]) if with_pixels else None
+        stacked = self._stacked_cache([r.cache for r in rows], cached, past)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=stacked,
+            use_cache=True, pixel_values_videos=pixels, video_grid_thw=grid, mm_token_type_ids=mm_types,
+            logits_to_keep=logits_to_keep,
+        )
+        logits = out.logits.float()
+        return [
+            BatchRowOutput(logits=logits[i], positions=chunk_positions[i],
+                           cache=self._row_cache(stacked, i, past - have, past + r.keep))
+            for i, (r, have) in enumerate(zip(rows, cached, strict=True))
+        ]
+
+    def _stacked_cache(self, caches: list, lengths: list[int], past: int):
+        """One batched DynamicCache holding copies of `caches`, each right-aligned at `past` after zeros."""
+        stacked = self.new_cache()
+        if past == 0:
+            return stacked
+        layers = []
+        for index in range(len(caches[lengths.index(past)].layers)):
+            like = caches[lengths.index(past)].layers[index]
+            shape = (len(caches), like.keys.shape[1], past, like.keys.shape[3])
+            keys = like.keys.new_zeros(shape)
+            values = like.values.new_zeros(shape)
+            for row, (cache, length) in enumerate(zip(caches, lengths, strict=True)):
+                if length:
+                    keys[row, :, past - length:] = cache.layers[index].keys[0]
+                    values[row, :, past - length:] = cache.layers[index].values[0]
+            layers.append((keys, values))
+        return type(stacked)(ddp_cache_data=layers, config=self.model.config.get_text_config())
+
+    def _row_cache(self, stacked, row: int, begin: int, end: int):
+        """A new single-row cache of `stacked`'s tokens begin..end of one row (copied: the batch is freed)."""
+        if end == begin:
+            return self.new_cache()
+        layers = [(layer.keys[row:row + 1, :, begin:end].clone(), layer.values[row:row + 1, :, begin:end].clone())
+                  for layer in stacked.layers]
+        return type(stacked)(ddp_cache_data=layers, config=self.model.config.get_text_config())
 
     @torch.inference_mode()
     def forward_uncached(self, ids: list[int], pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

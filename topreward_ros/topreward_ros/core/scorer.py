@@ -29,6 +29,24 @@ class ScorerWork:
     frames_encoded: int = 0  # frames through the vision encoder (an odd frame's self-pair counts 2)
 
 
+@dataclass
+class PrefixChunk:
+    """One forward pass's worth of a prefix on top of the cache: its ids, frames and where it sits."""
+
+    num_frames: int  # the prefix scored
+    ids: list[int]  # new complete pairs, an odd frame's self-pair, then the question
+    question_at: int  # offset of the question in `ids` (nothing after it is kept in the cache)
+    frames: list[np.ndarray]  # frames to encode, in pairs (an odd frame twice)
+    pair_ends: list[int]  # offsets in `ids` just past each new complete pair
+    start: int  # position of the chunk's first token
+    cache_len: int  # cached tokens the chunk follows
+
+    @property
+    def keep(self) -> int:
+        """The chunk's tokens that stay in the cache: its new complete pairs."""
+        return self.pair_ends[-1] if self.pair_ends else 0
+
+
 class StreamingScorer:
     """One episode: the schedule's sampled frames plus the KV cache of their complete pairs."""
 
@@ -90,13 +108,21 @@ class StreamingScorer:
     def _pair_ids(self, index: int, second: int) -> list[int]:
         return self.prompt.pair(index, self._pair_timestamp(2 * index, second), self._tokens_per_pair)
 
-    def _chunk(self, n: int) -> tuple[list[int], list[np.ndarray], list[int]]:
-        """What prefix `n` needs on top of the cache: ids, frames to encode, chunk offsets of new pairs' ends.
+    def _prepare(self, n: int) -> PrefixChunk:
+        """What prefix `n` needs on top of the cache, after bringing the cache to a state it can extend.
 
-        The new complete pairs, then an odd trailing frame paired with itself, then the question: one
-        forward pass for all of it.
+        A halving (new generation) drops the cache; an earlier prefix than the cache holds crops it to that
+        prefix's pairs. Both leave a consistent cache, so a pass that then fails changes nothing more.
+        The chunk: the new complete pairs, then an odd trailing frame paired with itself, then the question,
+        for one forward pass.
         """
-        have, full = len(self._pair_ends) - 1, n // 2
+        if self._cache_generation != self.schedule.generation:
+            self._drop_cache()  # frames were thinned out: rebuild once
+        full = n // 2
+        if len(self._pair_ends) - 1 > full:  # an earlier prefix than the cache holds
+            self._crop_cache(self._pair_ends[full][0])
+            del self._pair_ends[full + 1:]
+        have = len(self._pair_ends) - 1
         ids: list[int] = []
         pair_ends: list[int] = []
         for k in range(have, full):
@@ -106,13 +132,36 @@ class StreamingScorer:
         if n % 2:
             ids += self._pair_ids(full, n - 1)
             frames += [self.schedule.frames[n - 1]] * 2
-        return ids + self._question, frames, pair_ends
+        cache_len, start = self._pair_ends[-1]
+        return PrefixChunk(num_frames=n, ids=ids + self._question, question_at=len(ids), frames=frames,
+                           pair_ends=pair_ends, start=start, cache_len=cache_len)
 
-    def score(self, num_frames: int | None = None) -> PrefixScore:
-        """Values of the prefix of the first `num_frames` sampled frames (default: all so far)."""
+    def _finish(self, chunk: PrefixChunk, logits: torch.Tensor, positions: torch.Tensor) -> PrefixScore:
+        """Record the chunk's new pairs, crop the cache to them, count the work; the prefix's values.
+
+        `logits` are the chunk's last two positions, `positions` its (3, L) positions (no padding): what
+        Qwen3VLBackend.forward returns, or one row of forward_batch.
+        """
+        for end in chunk.pair_ends:
+            # Every pair ends with <|vision_end|>, a text token: the next position follows it.
+            self._pair_ends.append((chunk.cache_len + end, int(positions[0, end - 1]) + 1))
+        # Keep the new complete pairs; the question and an odd frame's self-pair are cropped off.
+        self._crop_cache(self._pair_ends[chunk.num_frames // 2][0])
+        self.work.forward_passes += 1
+        self.work.tokens_prefilled += len(chunk.ids)
+        self.work.frames_encoded += len(chunk.frames)
+        # The last two positions; the answer is predicted from the one before it.
+        return self._prefix_score(chunk.num_frames, logits[-2])
+
+    def _checked_length(self, num_frames: int | None) -> int:
         n = self.num_frames if num_frames is None else num_frames
         if not 1 <= n <= self.num_frames:
             raise ValueError(f"prefix of {n} frames requested, {self.num_frames} sampled")
+        return n
+
+    def score(self, num_frames: int | None = None) -> PrefixScore:
+        """Values of the prefix of the first `num_frames` sampled frames (default: all so far)."""
+        n = self._checked_length(num_frames)
         try:
             return self._score(n)
         except BaseException:
@@ -122,26 +171,10 @@ class StreamingScorer:
             raise
 
     def _score(self, n: int) -> PrefixScore:
-        if self._cache_generation != self.schedule.generation:
-            self._drop_cache()  # frames were thinned out: rebuild once
-        full = n // 2
-        if len(self._pair_ends) - 1 > full:  # an earlier prefix than the cache holds
-            self._crop_cache(self._pair_ends[full][0])
-            del self._pair_ends[full + 1:]
-        ids, frames, pair_ends = self._chunk(n)
-        pixels, grid = self.backend.encode_pairs(frames) if frames else (None, None)
-        cache_len, start = self._pair_ends[-1]
-        logits, positions = self.backend.forward(ids, start, self._cache, pixels, grid, logits_to_keep=2)
-        for end in pair_ends:
-            # Every pair ends with <|vision_end|>, a text token: the next position follows it.
-            self._pair_ends.append((cache_len + end, int(positions[0, end - 1]) + 1))
-        # Keep the new complete pairs; the question and an odd frame's self-pair are cropped off.
-        self._crop_cache(self._pair_ends[full][0])
-        self.work.forward_passes += 1
-        self.work.tokens_prefilled += len(ids)
-        self.work.frames_encoded += len(frames)
-        # logits_to_keep=2: the last two positions; the answer is predicted from the one before it.
-        return self._prefix_score(n, logits[-2])
+        chunk = self._prepare(n)
+        pixels, grid = self.backend.encode_pairs(chunk.frames) if chunk.frames else (None, None)
+        logits, positions = self.backend.forward(chunk.ids, chunk.start, self._cache, pixels, grid, logits_to_keep=2)
+        return self._finish(chunk, logits, positions)
 
     def _prefix_score(self, n: int, logits: torch.Tensor) -> PrefixScore:
         log_probs = torch.log_softmax(logits.float(), dim=-1)
