@@ -200,10 +200,10 @@ def _yaml_value(value) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def _notes(param: Param, runtime: str, range_format: str) -> str:
+def _notes(param: Param, runtime: str, node_wide: str, range_format: str) -> str:
     notes = [runtime] if param.name in RUNTIME_PARAMETERS else []
     if param.name in NODE_PARAMETERS:
-        notes.append("Node-wide (no per-robot value).")
+        notes.append(node_wide)
     if param.range is not None:
         low, high = (f"{v:g}" for v in param.range)
         notes.append(range_format.format(low=low, high=high))
@@ -222,8 +222,7 @@ def render_yaml() -> str:
              "# (every parameter not marked node-wide); see the README.",
              "/**:", "  ros__parameters:"]
     for param in PARAMETERS:
-        note = _notes(param, "[runtime]", "Range {low}..{high}.")
-        note = note.replace("Node-wide (no per-robot value).", "[node-wide]")
+        note = _notes(param, "[runtime]", "[node-wide]", "Range {low}..{high}.")
         lines += textwrap.wrap(note, 104, initial_indent="    # ", subsequent_indent="    # ")
         lines.append(f"    {param.name}: {_yaml_value(param.default)}")
     return "\n".join(lines) + "\n"
@@ -234,8 +233,8 @@ def render_markdown() -> str:
     rows = ["| name | default | meaning |", "| --- | --- | --- |"]
     for param in PARAMETERS:
         default = "(paper's text)" if param.name.startswith("prompt_") else _yaml_value(param.default)
-        rows.append(f"| `{param.name}` | `{default}` | "
-                    f"{_notes(param, 'Changeable at runtime.', 'Range {low} to {high}.')} |")
+        notes = _notes(param, "Changeable at runtime.", "Node-wide (no per-robot value).", "Range {low} to {high}.")
+        rows.append(f"| `{param.name}` | `{default}` | {notes} |")
     return "\n".join(rows) + "\n"
 
 

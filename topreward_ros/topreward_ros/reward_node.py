@@ -202,11 +202,11 @@ class RewardNode(LifecycleNode):
         written from here, and the caller must not wait for that thread.
         """
         for channel in self.channels:
-            channel.close(worker_finished=True)  # no publication from here on
+            channel.close()  # no publication from here on
         finished = self._stop_cameras_and_worker(timeout)  # the worker writes the records on its way out
         if not finished:
             for channel in self.channels:
-                channel.close(worker_finished=False)
+                channel.record_unfinished()
         return finished
 
     # ---------------------------------------------------------------- diagnostics

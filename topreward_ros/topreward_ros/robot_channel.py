@@ -117,11 +117,14 @@ class RobotChannel:
         if self.reset_client is not None:
             self.node.destroy_client(self.reset_client)
 
-    def close(self, worker_finished: bool) -> None:
-        """Nothing is published after this; without a finished worker, the live episode's record is written here."""
+    def close(self) -> None:
+        """Nothing is published after this."""
         with self._publish_lock:
             self._closing = True
-        if not worker_finished and self.stream is not None:
+
+    def record_unfinished(self) -> None:
+        """Write the live episode's record from here: for a worker that could not finish to write it itself."""
+        if self.stream is not None:
             episode_id, instruction, episode = self.stream.episode_copy()
             if episode is not None and episode.scores:
                 self.on_episode_end(episode_id, instruction, episode)

@@ -294,9 +294,9 @@ class Qwen3VLBackend:
         stacked = self.new_cache()
         if past == 0:
             return stacked
+        longest = caches[lengths.index(past)]
         layers = []
-        for index in range(len(caches[lengths.index(past)].layers)):
-            like = caches[lengths.index(past)].layers[index]
+        for index, like in enumerate(longest.layers):
             shape = (len(caches), like.keys.shape[1], past, like.keys.shape[3])
             keys = like.keys.new_zeros(shape)
             values = like.values.new_zeros(shape)

@@ -226,7 +226,7 @@ class InferenceWorker:
             snapshot = stream.poll()
             if snapshot is None:
                 continue
-            if stream.rebased(snapshot) or self.max_batch == 1:
+            if stream.rebased(snapshot):
                 self._score_alone(stream, snapshot)  # a rebase scores many prefixes: never held in a batch
             else:
                 ready.append((stream, snapshot))
