@@ -275,7 +275,7 @@ def main(args: list[str] | None = None) -> int:
     while not stop.wait(0.1) and node.exit_code is None and spinner.is_alive():
         pass
     node.get_logger().info("shutting down" if stop.is_set() else f"exiting with status {node.exit_code}")
-    finished = node.close()
+    node.close()
     executor.shutdown(timeout_sec=1.0)
     node.destroy_node()
     rclpy.try_shutdown()
@@ -283,12 +283,12 @@ def main(args: list[str] | None = None) -> int:
     # launch forwards one more) must not turn a clean exit into death by signal.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    code = node.exit_code or 0
-    if not finished:  # an inference is still running in a daemon thread: do not wait for it at exit
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    # Everything is written and shut down (records, logs: try_shutdown ends rcl logging). Interpreter
+    # teardown after this (torch and DDS objects, an inference that close() gave up waiting for) can take
+    # over 5 s on a loaded machine, past ros2 launch's SIGINT grace period: skip it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(node.exit_code or 0)
 
 
 if __name__ == "__main__":
