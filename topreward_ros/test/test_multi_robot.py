@@ -52,6 +52,7 @@ def test_each_robot_gets_its_own_values_on_its_own_topics(harness, backend):
             assert abs(msg.log_prob_true - reference[msg.num_frames].log_prob_true) < 1e-4, robot
             assert abs(msg.log_prob_false - reference[msg.num_frames].log_prob_false) < 1e-4, robot
     assert h.node._worker.scored == sum(len(h.progress_of[r]) for r in robots)
+    assert h.node._worker.batches > 0, "robots streaming at once share batched passes"
     # One model for all of them.
     assert len({id(c.scorer.backend) for c in h.node.channels}) == 1
     assert len({id(c.scorer) for c in h.node.channels}) == 3
