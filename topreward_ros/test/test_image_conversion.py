@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from topreward_ros.core.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+from topreward_ros.core.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, to_rgb
+from topreward_ros.core.schedule import resize_frame
+from topreward_ros.core.tiling import column_sizes
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
 
@@ -168,3 +170,30 @@ def test_jpeg_without_frame_header_is_not_decoded():
     with pytest.raises(ImageConversionError) as err:
         compressed_to_rgb(CompressedImage(format="jpeg", data=headless))
     assert err.value.reason == "decode_failed"
+
+
+def _sized_cases() -> list[tuple[str, object]]:
+    """Every encoding, rows padded, from a 37x50 picture with detail at every pixel."""
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    alpha = np.full(rgb.shape[:2], 99, np.uint8)
+    arrays = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "rgba8": np.dstack([rgb, alpha]),
+              "bgra8": np.dstack([rgb[..., ::-1], alpha]), "mono8": rgb[..., :1]}
+    cases = [(enc, image(np.ascontiguousarray(a), enc, pad=5)) for enc, a in arrays.items()]
+    packed = np.random.default_rng(4).integers(0, 256, (37, 50, 2), dtype=np.uint8)
+    cases += [(enc, image(packed, enc, pad=6)) for enc in ("yuv422_yuy2", "yuv422")]
+    for ext in (".jpg", ".png"):
+        data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+        cases.append((ext, CompressedImage(format=ext[1:], data=data)))
+    return cases
+
+
+@pytest.mark.parametrize("encoding,msg", _sized_cases(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("size", [(16, 16), (20, 33), (37, 50), (64, 96), (48, 20), *column_sizes(3, (30, 64))])
+def test_converting_at_a_size_equals_converting_then_resizing(encoding, msg, size):
+    """Converting at a size gives exactly full-size conversion then resize_frame.
+
+    The node converts straight to the frame (or tile column) size; the offline path converts, then resizes.
+    """
+    out = to_rgb(msg, size=size)
+    assert out.shape == (*size, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, resize_frame(to_rgb(msg), size))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import time
 
+import cv2
 import numpy as np
 import pytest
 from conftest import random_frames
-from node_harness import TASK, offline_values, stamp, wait_until
+from node_harness import TASK, compressed_msg, offline_values, seconds_to_ns, stamp, wait_until
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -87,6 +88,33 @@ def test_two_cameras_tiled(harness, backend):
     tiled = [tile_views([f, w], (64, 128)) for f, w in zip(front, wrist, strict=True)]
     ref = offline_values(backend, tiled, times, frame_size=(64, 128))[4]
     assert abs(h.progress[-1].log_prob_true - ref.log_prob_true) < 1e-4
+
+
+def test_three_views_converted_in_parallel_equal_offline_tiling_and_a_corrupt_view_goes_black(harness):
+    """Three views, two converted on the intake's view threads, each straight to its column size.
+
+    The kept frame must equal tiling the full-size views as the offline path does, and a secondary view
+    that fails to decode there is counted against its own camera and tiled black.
+    """
+    topics = ["/front/image_raw", "/left/compressed", "/right/image_raw"]
+    h = harness(camera_topics=topics, tile_views=True, frame_size=[64, 96])
+    front, left, right = (random_frames(2, seed=s, size=(90, 120)) for s in (30, 31, 32))
+    truncated = compressed_msg(left[1], seconds_to_ns(4.0))
+    truncated.data = bytes(truncated.data)[:200]  # its header passes the intake's check; the decode fails
+    for k, t in enumerate([3.5, 4.0]):
+        h.send(right[k], t, topic="/right/image_raw", encoding="bgr8")
+        h.publish(truncated if k else compressed_msg(left[k], seconds_to_ns(t)), "/left/compressed")
+        time.sleep(0.1)  # the secondary views must be there before the primary frame
+        h.send(front[k], t, topic="/front/image_raw")
+        time.sleep(0.1)
+    buffer = h.node.channels[0].buffer
+    assert wait_until(lambda: len(buffer) == 2)
+    kept = buffer.wait_for_change(None, 1.0).frames.frames
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(compressed_msg(left[0], 0).data, np.uint8),
+                                        cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(kept[0], tile_views([front[0], decoded, right[0][..., ::-1]], (64, 96)))
+    np.testing.assert_array_equal(kept[1], tile_views([front[1], None, right[1][..., ::-1]], (64, 96)))
+    assert h.rejected(1) == {"decode_failed": 1} and h.rejected(0) == {} and h.rejected(2) == {}
 
 
 def test_bad_frames_dropped_node_keeps_running(harness):

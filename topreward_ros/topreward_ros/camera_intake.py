@@ -1,6 +1,8 @@
 """Camera messages -> the episode buffer: stamp checks, conversion, tiling, per-reason rejection counts.
 
-Runs in the camera callbacks and never waits for inference. A message that is rejected changes no
+Runs in the camera callbacks and never waits for inference. A tiled rig's views of one sampled frame
+are converted in parallel (OpenCV releases the GIL), so the callback takes about one view's time on a
+machine with a core per view, not the sum. A message that is rejected changes no
 state: only a frame the buffer keeps moves the camera's clock forward, so one corrupt message, whatever
 its stamp, cannot make later good frames look old.
 
@@ -21,13 +23,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .core.episode_buffer import EpisodeBuffer
 from .core.image_conversion import ImageConversionError, check_message, to_rgb
-from .core.tiling import tile_views
+from .core.tiling import column_sizes, tile_views
 from .node_config import IntakeConfig
 
 _RATE_WINDOW = 5.0  # [s] the camera rate in diagnostics is averaged over this long
@@ -81,6 +84,10 @@ class CameraIntake:
         self.cameras = [CameraState(topic) for topic in config.scored_topics]
         self.frame_id = ""  # of the primary camera's newest kept frame
         self._lock = threading.Lock()  # counters are written by camera callbacks, read by diagnostics
+        # Converts the secondary views while the callback converts the primary one. Never shut down: a
+        # callback may still run while the node deactivates; the idle threads exit once the intake is gone.
+        self._views = (ThreadPoolExecutor(len(self.cameras) - 1, thread_name_prefix="topreward_views")
+                       if len(self.cameras) > 1 else None)
 
     def reports(self) -> list[CameraReport]:
         now = time.monotonic()
@@ -144,23 +151,33 @@ class CameraIntake:
             if not self.buffer.instruction:
                 self._warn("no instruction yet: publish one on ~/instruction")
             return
-        frame = to_rgb(msg, self.config.max_image_pixels)
-        if len(self.cameras) > 1:
-            frame = tile_views([frame] + [self._secondary(c, stamp_ns, ticket) for c in self.cameras[1:]],
-                               self.buffer.config.frame_size)
+        # Each view is converted straight to the size it takes in the frame (cheaper, same pixels).
+        size = self.buffer.config.frame_size
+        if len(self.cameras) == 1:
+            frame = to_rgb(msg, self.config.max_image_pixels, size)
+        else:
+            columns = column_sizes(len(self.cameras), size)
+            secondaries = [self._views.submit(self._secondary, c, stamp_ns, ticket, column)
+                           for c, column in zip(self.cameras[1:], columns[1:], strict=True)]
+            try:
+                primary = to_rgb(msg, self.config.max_image_pixels, columns[0])
+            finally:  # a rejected primary frame still waits for its views: they use the camera states
+                views = [future.result() for future in secondaries]
+            frame = tile_views([primary, *views], size)
         # Dropped if a reset came in meanwhile: a frame of the old episode never starts the next one.
         if self.buffer.offer(frame, t, ticket, stamp_ns):
             with self._lock:
                 camera.episode, camera.unstamped = ticket, unstamped
             self.frame_id = msg.header.frame_id
 
-    def _secondary(self, camera: CameraState, stamp_ns: int, episode: int) -> np.ndarray | None:
+    def _secondary(self, camera: CameraState, stamp_ns: int, episode: int,
+                   size: tuple[int, int]) -> np.ndarray | None:
         latest = camera.latest if camera.episode == episode else None
         if latest is None or abs(latest[1] - stamp_ns) > self.config.max_view_skew * 1e9:
             self._warn(f"{camera.topic}: no frame within max_view_skew of the primary view; tiling a black view")
             return None
         try:
-            return to_rgb(latest[0], self.config.max_image_pixels)
+            return to_rgb(latest[0], self.config.max_image_pixels, size)
         except ImageConversionError as exc:
             with self._lock:
                 camera.rejected[exc.reason] += 1

@@ -5,6 +5,10 @@ Duck-typed on the messages' fields (rclpy's and rosbags' messages alike), so it 
 Raw images are read as numpy views that honour `step` (drivers pad rows to aligned strides), so a
 padded image is never sheared. Compressed images are decoded by OpenCV from their bytes (JPEG or PNG,
 whatever `format` says). Every rejection carries a short reason code, counted in the node's diagnostics.
+
+Asked for a size, the conversion resizes before it reorders or drops channels: those commute with a
+per-channel resize, so the result is the same array as converting first, but the channel work runs on
+the small frame (a full-size numpy channel reversal of 640x480 costs 2-4 ms, more than the resize).
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import numpy as np
 # Bytes per pixel of each raw encoding; 4:2:2 YUV packs two pixels in four bytes.
 RAW_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "yuv422_yuy2": 2, "yuv422": 2}
 _YUV422 = {"yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2, "yuv422": cv2.COLOR_YUV2RGB_UYVY}  # YUYV, UYVY byte order
+_TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
+           "mono8": cv2.COLOR_GRAY2RGB}  # pure channel copies: exact
 DEFAULT_MAX_PIXELS = 16_000_000  # a 4K frame is 8.3 MP; anything far larger is a corrupt header
 
 
@@ -56,16 +62,33 @@ def _raw_pixels(msg, max_pixels: int) -> tuple[str, np.ndarray]:
     return encoding, rows.reshape(height, width, channels)
 
 
-def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a sensor_msgs/Image; rows are read `step` bytes apart."""
+def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W[, C]) at exactly `size` = (height, width): area average to shrink, bicubic to enlarge.
+
+    Channels are resized independently, so the result does not depend on how many there are.
+    """
+    height, width = size
+    if pixels.shape[:2] == (height, width):
+        return np.ascontiguousarray(pixels)
+    shrink = pixels.shape[0] > height or pixels.shape[1] > width
+    out = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return out.reshape(height, width, *pixels.shape[2:])  # OpenCV drops a single channel's axis
+
+
+def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS, size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image, at `size` = (height, width) if given.
+
+    Rows are read `step` bytes apart.
+    """
     encoding, pixels = _raw_pixels(msg, max_pixels)
-    if encoding in _YUV422:
-        return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV422[encoding])
-    if encoding == "mono8":
-        return np.repeat(pixels, 3, axis=2)
-    if encoding.startswith("bgr"):
-        return np.ascontiguousarray(pixels[..., 2::-1])
-    return np.ascontiguousarray(pixels[..., :3])
+    if encoding in _YUV422:  # chroma is shared by pixel pairs: convert before any resize
+        rgb = cv2.cvtColor(np.ascontiguousarray(pixels), _YUV422[encoding])
+        return rgb if size is None else resize_image(rgb, size)
+    if size is not None:
+        pixels = resize_image(pixels, size)
+    if encoding == "rgb8":
+        return np.ascontiguousarray(pixels)
+    return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_RGB[encoding])
 
 
 def _check_compressed(msg, max_pixels: int) -> np.ndarray:
@@ -95,18 +118,22 @@ def check_message(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         _check_compressed(msg, max_pixels)
 
 
-def to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a sensor_msgs/Image or CompressedImage."""
-    return image_to_rgb(msg, max_pixels) if hasattr(msg, "encoding") else compressed_to_rgb(msg, max_pixels)
+def to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS, size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image or CompressedImage, at `size` = (height, width) if given."""
+    convert = image_to_rgb if hasattr(msg, "encoding") else compressed_to_rgb
+    return convert(msg, max_pixels, size)
 
 
-def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a JPEG or PNG sensor_msgs/CompressedImage, whatever its `format` says."""
+def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS, size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a JPEG or PNG sensor_msgs/CompressedImage, whatever its `format` says.
+
+    At `size` = (height, width) if given.
+    """
     data = _check_compressed(msg, max_pixels)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ImageConversionError("decode_failed", f"cannot decode compressed image (format {msg.format!r})")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr if size is None else resize_image(bgr, size), cv2.COLOR_BGR2RGB)
 
 
 def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:

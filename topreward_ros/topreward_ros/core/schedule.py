@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
+from .image_conversion import resize_image
 from .types import ScheduleConfig
 
 # Grid tolerance, in grid intervals: 30 fps timestamps like 0.4999999 still land in the 0.5 s cell.
@@ -28,11 +28,7 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """RGB uint8 (H, W, 3) at exactly `size` = (height, width)."""
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 frame of shape (H, W, 3), got {frame.dtype} {frame.shape}")
-    height, width = size
-    if frame.shape[:2] == (height, width):
-        return np.ascontiguousarray(frame)
-    shrink = frame.shape[0] > height or frame.shape[1] > width
-    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return resize_image(frame, size)
 
 
 class FrameSchedule:
