@@ -118,7 +118,8 @@ def percentile_ms(values: list[float], q: float) -> float | None:
     return 1000.0 * float(np.percentile(values, q)) if values else None
 
 
-def run_config(encoding: str, cameras: int, duration: float, model: str, tmp: Path) -> dict:
+def run_config(encoding: str, cameras: int, duration: float, model: str, tmp: Path,
+               params: tuple[str, ...] = ()) -> dict:
     import rclpy
     import rclpy.executors
     from rclpy.qos import qos_profile_sensor_data
@@ -135,6 +136,7 @@ def run_config(encoding: str, cameras: int, duration: float, model: str, tmp: Pa
         sys.executable, str(Path(__file__).resolve()), "--host", str(stats_path), "--ros-args",
         "-p", f"model:={model}", "-p", "device:=cpu", "-p", f"instruction:={INSTRUCTION}",
         "-p", f"camera_topics:=[{','.join(topics)}]", "-p", f"tile_views:={'true' if cameras > 1 else 'false'}",
+        *(arg for param in params for arg in ("-p", param)),
     ]
     node = subprocess.Popen(node_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     saved_env = dict(os.environ)
@@ -151,6 +153,7 @@ def run_config(encoding: str, cameras: int, duration: float, model: str, tmp: Pa
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(pub_node)
         views = camera_messages(encoding, cameras)
+        payload_kb = float(np.mean([len(m.data) for msgs in views for m in msgs])) / 1024
         deadline = time.monotonic() + 120
         while any(p.get_subscription_count() == 0 for p in pubs):  # the node has configured and activated
             if node.poll() is not None or time.monotonic() > deadline:
@@ -191,7 +194,8 @@ def run_config(encoding: str, cameras: int, duration: float, model: str, tmp: Pa
     latencies = [lat for _, lat in progress]
     rate = (len(progress) - 1) / (progress[-1][0] - progress[0][0]) if len(progress) > 1 else 0.0
     return {
-        "encoding": encoding, "cameras": cameras, "duration_s": publish_s, "published_per_camera": published,
+        "encoding": encoding, "cameras": cameras, "payload_kb": payload_kb, "duration_s": publish_s,
+        "published_per_camera": published,
         "received_per_camera": [c["received"] for c in stats["cameras"]],
         "lost": sum(published - c["received"] for c in stats["cameras"]),
         "rejected": sum(c["rejected"] for c in stats["cameras"]),
@@ -219,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, help="seconds of publishing per run (default 60, quick 10)")
     parser.add_argument("--runs", nargs="+", help="ENCODING:CAMERAS, e.g. rgb8:1 jpeg:3")
     parser.add_argument("--model", default="tiny-random")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="a node parameter for every run, e.g. --param qos_depth:=20 (repeatable)")
     args, ros_args = parser.parse_known_args(argv)
     if args.host:
         sys.exit(host(args.host, ros_args[1:] if ros_args[:1] == ["--ros-args"] else ros_args))
@@ -228,9 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
             encoding, cameras = run.split(":")
-            row = run_config(encoding, int(cameras), duration, args.model, Path(tmp))
+            row = run_config(encoding, int(cameras), duration, args.model, Path(tmp), tuple(args.param))
             rows.append(row)
-            print(f"{encoding} x{cameras}: callback p50/p99 {fmt(row['callback_ms_p50'])}/"
+            print(f"{encoding} x{cameras} ({row['payload_kb']:.0f} KB per message): callback p50/p99 "
+                  f"{fmt(row['callback_ms_p50'])}/"
                   f"{fmt(row['callback_ms_p99'])} ms "
                   f"(skipped {fmt(row['skipped_callback_ms_p50'])}, sampled {fmt(row['sampled_callback_ms_p50'])}/"
                   f"{fmt(row['sampled_callback_ms_p99'])}), received {row['received_per_camera']} of "
@@ -240,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['threads_end']}, Progress "
                   f"{row['progress_hz']:.2f} Hz", flush=True)
     summary = {"median_callback_ms_p50": statistics.median(r["callback_ms_p50"] for r in rows)}
-    finish(args, {"benchmark": "node", "model": args.model, "quick": args.quick, "duration_s": duration,
+    finish(args, {"benchmark": "node", "model": args.model, "params": args.param, "quick": args.quick,
+                  "duration_s": duration,
                   "runs": rows, "summary": summary})
 
 

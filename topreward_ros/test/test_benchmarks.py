@@ -96,3 +96,11 @@ def test_bench_fleet(tiny_model_path, tmp_path):
         assert mem["kv_mb_per_robot"] > 0 and mem["model_mb"] > 0 and mem["rss_mb_after_load"] > 0
         assert mem["one_process_mb"] == pytest.approx(mem["model_mb"] + n * mem["kv_mb_per_robot"])
         assert mem["separate_nodes_mb"] == pytest.approx(n * (mem["model_mb"] + mem["kv_mb_per_robot"]))
+
+
+def test_bench_conversion(tmp_path):
+    result = run_script("bench_conversion.py", tmp_path / "v.json", "--repeats", "2")
+    assert result["repeats"] == 2 and result["jpeg_kb"] > 0
+    assert {"jpeg_decode", "resize_to_frame", "rgb8_view_to_frame", "jpeg_view_to_frame",
+            "jpeg_3_views_sequential", "jpeg_3_views_parallel"} <= result["median_ms"].keys()
+    assert all(ms > 0 for ms in result["median_ms"].values())

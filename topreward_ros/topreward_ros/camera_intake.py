@@ -1,10 +1,12 @@
 """Camera messages -> the episode buffer: stamp checks, conversion, tiling, per-reason rejection counts.
 
-Runs in the camera callbacks and never waits for inference. A tiled rig's views of one sampled frame
-are converted in parallel (OpenCV releases the GIL), so the callback takes about one view's time on a
-machine with a core per view, not the sum. A message that is rejected changes no
+Runs in the camera callbacks and never waits for inference. A message that is rejected changes no
 state: only a frame the buffer keeps moves the camera's clock forward, so one corrupt message, whatever
 its stamp, cannot make later good frames look old.
+
+Only sampled frames are converted, each view straight to the size it takes in the frame. A tiled rig's
+views of one sampled frame are converted in parallel (OpenCV releases the GIL), so with a free core per
+view the callback takes about one view's time, not the sum.
 
 Stamps (carried as exact integer nanoseconds):
 - the header stamp is the capture time;

@@ -32,7 +32,7 @@ class IntakeConfig:
     max_stamp_lead: float = 10.0  # [s] stamps further ahead of the node's clock are rejected; 0: no check
     camera_timeout: float = 5.0  # [s] diagnostics WARN after this long without a message; 0: no check
     qos_reliability: str = "best_effort"
-    qos_depth: int = 5
+    qos_depth: int = 20
 
     @property
     def scored_topics(self) -> tuple[str, ...]:

@@ -7,8 +7,8 @@ padded image is never sheared. Compressed images are decoded by OpenCV from thei
 whatever `format` says). Every rejection carries a short reason code, counted in the node's diagnostics.
 
 Asked for a size, the conversion resizes before it reorders or drops channels: those commute with a
-per-channel resize, so the result is the same array as converting first, but the channel work runs on
-the small frame (a full-size numpy channel reversal of 640x480 costs 2-4 ms, more than the resize).
+per-channel resize, so the result is the same array as converting first, and the channel work runs on
+the small frame. YUV 4:2:2 is the exception (pixel pairs share their chroma): converted, then resized.
 """
 from __future__ import annotations
 
