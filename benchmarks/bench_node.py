@@ -195,8 +195,7 @@ def run_config(encoding: str, cameras: int, duration: float, model: str, tmp: Pa
     rate = (len(progress) - 1) / (progress[-1][0] - progress[0][0]) if len(progress) > 1 else 0.0
     return {
         "encoding": encoding, "cameras": cameras, "payload_kb": payload_kb, "duration_s": publish_s,
-        "published_per_camera": published,
-        "received_per_camera": [c["received"] for c in stats["cameras"]],
+        "published_per_camera": published, "received_per_camera": [c["received"] for c in stats["cameras"]],
         "lost": sum(published - c["received"] for c in stats["cameras"]),
         "rejected": sum(c["rejected"] for c in stats["cameras"]),
         "callback_ms_p50": percentile_ms(all_primary, 50), "callback_ms_p99": percentile_ms(all_primary, 99),
@@ -237,8 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             row = run_config(encoding, int(cameras), duration, args.model, Path(tmp), tuple(args.param))
             rows.append(row)
             print(f"{encoding} x{cameras} ({row['payload_kb']:.0f} KB per message): callback p50/p99 "
-                  f"{fmt(row['callback_ms_p50'])}/"
-                  f"{fmt(row['callback_ms_p99'])} ms "
+                  f"{fmt(row['callback_ms_p50'])}/{fmt(row['callback_ms_p99'])} ms "
                   f"(skipped {fmt(row['skipped_callback_ms_p50'])}, sampled {fmt(row['sampled_callback_ms_p50'])}/"
                   f"{fmt(row['sampled_callback_ms_p99'])}), received {row['received_per_camera']} of "
                   f"{row['published_per_camera']}, rejected {row['rejected']}, latency p50/p99 "
@@ -248,8 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['progress_hz']:.2f} Hz", flush=True)
     summary = {"median_callback_ms_p50": statistics.median(r["callback_ms_p50"] for r in rows)}
     finish(args, {"benchmark": "node", "model": args.model, "params": args.param, "quick": args.quick,
-                  "duration_s": duration,
-                  "runs": rows, "summary": summary})
+                  "duration_s": duration, "runs": rows, "summary": summary})
 
 
 def fmt(value: float | None) -> str:
