@@ -155,17 +155,14 @@ class CameraIntake:
             return
         # Each view is converted straight to the size it takes in the frame (cheaper, same pixels).
         size = self.buffer.config.frame_size
-        if len(self.cameras) == 1:
-            frame = to_rgb(msg, self.config.max_image_pixels, size)
-        else:
-            columns = column_sizes(len(self.cameras), size)
-            secondaries = [self._views.submit(self._secondary, c, stamp_ns, ticket, column)
-                           for c, column in zip(self.cameras[1:], columns[1:], strict=True)]
-            try:
-                primary = to_rgb(msg, self.config.max_image_pixels, columns[0])
-            finally:  # a rejected primary frame still waits for its views: they use the camera states
-                views = [future.result() for future in secondaries]
-            frame = tile_views([primary, *views], size)
+        columns = column_sizes(len(self.cameras), size)  # one camera: its column is the frame
+        secondaries = [self._views.submit(self._secondary, c, stamp_ns, ticket, column)
+                       for c, column in zip(self.cameras[1:], columns[1:], strict=True)]
+        try:
+            primary = to_rgb(msg, self.config.max_image_pixels, columns[0])
+        finally:  # a rejected primary frame still waits for its views: they use the camera states
+            views = [future.result() for future in secondaries]
+        frame = tile_views([primary, *views], size) if views else primary
         # Dropped if a reset came in meanwhile: a frame of the old episode never starts the next one.
         if self.buffer.offer(frame, t, ticket, stamp_ns):
             with self._lock:
