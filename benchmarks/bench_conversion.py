@@ -1,6 +1,6 @@
 """The floor under the node's intake: what converting one sampled frame costs, each step alone, no ROS.
 
-  .venv/bin/python benchmarks/bench_conversion.py [--quick] [--json PATH] [--repeats 100]
+  python benchmarks/bench_conversion.py [--quick] [--json PATH] [--repeats 100]
 
 The same 640x480 messages as bench_node (rgb8 Image and JPEG CompressedImage). Reported (median per
 step): the JPEG decode, one INTER_AREA resize to the frame and to a third of it (a tile column), the

@@ -1,6 +1,6 @@
 """The offline 15-prefix curve, cached vs uncached, on the reference implementation's prefixes.
 
-  .venv/bin/python benchmarks/bench_curve.py [--quick] [--json PATH] [--model mid|tiny-random|...]
+  python benchmarks/bench_curve.py [--quick] [--json PATH] [--model mid|tiny-random|...]
 
 A 30 fps video of N camera frames (N = 64, 256, 512) is sampled at 2 fps and at 30 fps (every frame
 used). The prefixes are the reference's: 15 raw-frame lengths linspace(1, N, 15), each seen through the

@@ -1,7 +1,7 @@
 """Several robots, one model: each round's new prefixes in one batched pass (score_batch) vs one robot after another.
 
-  .venv/bin/python benchmarks/bench_fleet.py [--quick] [--json PATH] [--model mid|tiny-random|...] [--robots 1 2 4 8]
-  .venv/bin/python benchmarks/bench_fleet.py --device cuda --dtype bfloat16 --model 8b-shaped   # one GPU call
+  python benchmarks/bench_fleet.py [--quick] [--json PATH] [--model mid|tiny-random|...] [--robots 1 2 4 8]
+  python benchmarks/bench_fleet.py --device cuda --dtype bfloat16 --model 8b-shaped   # one GPU call
 
 N robots each stream their own video (different frames and instructions) at 2 fps; in every round each
 robot gets one new sampled frame and its prefix so far is scored. Two fleets of identical scorers see the

@@ -1,6 +1,6 @@
 """GPU figures in one call: streaming and curve benchmarks on Qwen3-VL-8B- and 2B-shaped random models in bf16.
 
-  .venv/bin/python benchmarks/bench_gpu.py [--quick] [--json PATH] [--models 8b-shaped 2b-shaped]
+  python benchmarks/bench_gpu.py [--quick] [--json PATH] [--models 8b-shaped 2b-shaped]
 
 For each model: the streaming step vs recompute at T = 16, 32, 64 sampled frames (and the Progress rate
 one GPU sustains per robot at 2 fps sampling), the 15-prefix curve at 64/256/512 camera frames at 2 fps

@@ -1,6 +1,6 @@
 """Node intake: the real reward node in its own process, fed at 30 Hz by a publisher in this one.
 
-  .venv/bin/python benchmarks/bench_node.py [--quick] [--json PATH] [--duration 60]
+  python benchmarks/bench_node.py [--quick] [--json PATH] [--duration 60]
 
 Over the shipped Fast DDS profile (shared memory + localhost UDP), 640x480 frames as rgb8 Image and as
 JPEG CompressedImage, 1 camera and 3 cameras tiled, with the tiny random model (the intake is measured,

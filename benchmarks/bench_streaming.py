@@ -1,6 +1,6 @@
 """Streaming scorer vs a naive recompute of every prefix, against the physical limit.
 
-  .venv/bin/python benchmarks/bench_streaming.py [--quick] [--json PATH] [--model mid|tiny-random|...]
+  python benchmarks/bench_streaming.py [--quick] [--json PATH] [--model mid|tiny-random|...]
 
 An episode of T sampled frames arrives one frame at a time; after each, the prefix so far is scored.
 The streaming scorer reuses the KV cache of the complete frame pairs; the naive recompute (what an

@@ -65,3 +65,7 @@ def harness(ros_context, tiny_model_path):
     yield make
     for h in made:
         h.close()
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "ros: talks to ROS 2 (rclpy, messages, launch); CI runs these on every distro")

@@ -18,8 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from ament_index_python.packages import get_package_prefix, get_package_share_directory
+from ament_index_python.packages import get_package_share_directory
 from conftest import random_frames
+
+pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
 
 REPO = Path(__file__).resolve().parents[2]
 SHARE = Path(get_package_share_directory("topreward_ros"))
@@ -137,10 +139,7 @@ def subscribed_topics(client, namespace: str) -> set[str]:
     return {name for name, _ in client.get_subscriber_names_and_types_by_node("topreward", namespace)}
 
 
-def test_executables_are_where_ros2_run_and_launch_look():
-    lib = Path(get_package_prefix("topreward_ros")) / "lib" / "topreward_ros"
-    for exe in ("reward_node", "replay_video", "topreward"):
-        assert os.access(lib / exe, os.X_OK), lib / exe
+def test_ros2_pkg_lists_the_executables():
     listed = subprocess.run(["ros2", "pkg", "executables", "topreward_ros"], capture_output=True, text=True,
                             timeout=60).stdout.split()
     assert {"reward_node", "replay_video", "topreward"} <= set(listed), listed
@@ -228,6 +227,9 @@ def test_frames_come_back_as_progress_with_camera_topic_and_params_file(launch_e
             msg.header.stamp.sec, msg.header.stamp.nanosec = 100 + k // 2, (k % 2) * 500_000_000
             pub.publish(msg)
             client.spin_for(0.05)  # the worker is busy most of the time: Ctrl-C below lands mid-inference
+        deadline = time.monotonic() + 30  # on a loaded machine the first Progress can come after the last frame
+        while not got and time.monotonic() < deadline:
+            client.spin_for(0.05)
         assert got and got[-1].instruction == "hand over the cup", launch.output
         assert np.all(np.diff([m.num_frames for m in got]) > 0)
     finally:
@@ -310,7 +312,9 @@ def test_robots_argument_serves_several_robots_from_one_process(launch_env, clie
     params = tmp_path / "arms.yaml"
     params.write_text("/**:\n  ros__parameters:\n"
                       "    arm1:\n      camera_topics: [/arm1/cam/image_raw]\n      instruction: fold the towel\n"
-                      "    arm2:\n      camera_topics: [/arm2/cam/image_raw]\n      instruction: stack the cups\n")
+                      "    arm2:\n      camera_topics: [/arm2/cam/image_raw]\n      instruction: stack the cups\n"
+                      # Reliable: a best-effort sample lost on a loaded machine is never resent, and all 4 count.
+                      "      qos_reliability: reliable\n")
     launch = Launch(launch_env, 'robots:=arm1 arm2', f"params_file:={params}", f"model:={tiny_model_path}",
                     "device:=cpu")
     try:

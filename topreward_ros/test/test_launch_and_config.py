@@ -11,6 +11,8 @@ from ament_index_python.packages import get_package_share_directory
 
 from topreward_ros.parameters import PARAMETERS, validate
 
+pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
+
 SHARE = Path(get_package_share_directory("topreward_ros"))
 LAUNCH = SHARE / "launch" / "reward.launch.py"
 

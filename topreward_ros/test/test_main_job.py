@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from ament_index_python.packages import get_package_share_directory
 
 import topreward_ros
+
+pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
 
 DATA = Path(topreward_ros.__file__).parent / "data"
 SHARE = Path(get_package_share_directory("topreward_ros"))

@@ -13,6 +13,8 @@ from std_msgs.msg import String
 from topreward_ros.node_config import ConfigError, parse_robots, robot_values
 from topreward_ros.reward_node import RewardNode
 
+pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
+
 TASKS = {"arm1": "fold the towel", "arm2": "stack the red cups", "arm3": "open the top drawer"}
 
 

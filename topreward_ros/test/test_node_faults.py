@@ -41,6 +41,8 @@ from topreward_ros.core.types import ModelConfig, PrefixScore, SuccessConfig
 from topreward_ros.node_config import ConfigError
 from topreward_ros.reward_node import RewardNode
 
+pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
+
 OK, WARN, ERROR = b"\x00", b"\x01", b"\x02"  # diagnostic_msgs/DiagnosticStatus levels
 FAILURE, SUCCESS = TransitionCallbackReturn.FAILURE, TransitionCallbackReturn.SUCCESS
 DATA = Path(topreward_ros.__file__).parent / "data"

@@ -14,10 +14,13 @@ from collections import Counter
 
 import cv2
 import numpy as np
+import pytest
 from conftest import random_frames
 from node_harness import TASK, compressed_msg, diagnostic_values, image_msg, offline_values, wait_until
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
+
+pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
 
 SEED = 20261201
 GRID_NS = 500_000_000  # 2 fps

@@ -17,6 +17,8 @@ from std_srvs.srv import Trigger
 from topreward_ros.core.tiling import tile_views
 from topreward_ros.reward_node import RewardNode
 
+pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
+
 
 def test_progress_equals_offline_values(harness, backend):
     h = harness()
