@@ -107,6 +107,15 @@ def test_bad_input_one_line_error(case, video, tiny_model_path, tmp_path):
     assert len(errors) == 1 and expect in errors[0], result.stderr
 
 
+@pytest.mark.parametrize("size", ["100", "256x200", "16x16"])
+def test_frame_size_off_the_patch_grid_is_refused_before_the_model_loads(video, tmp_path, size):
+    # The model does not exist: an error about it would mean the model was tried first.
+    result = run_cli(str(video), "-i", "x", "--model", str(tmp_path / "no-model"), "--frame-size", size)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--frame-size: must be (height, width), each a multiple of 32" in result.stderr, result.stderr
+    assert "no-model" not in result.stderr
+
+
 def test_frame_size_must_have_one_or_two_parts(video, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["score", str(video), "-i", "x", "--frame-size", "256x256x999"])

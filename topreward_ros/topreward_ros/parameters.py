@@ -12,7 +12,7 @@ from pathlib import Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from .core.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX
-from .core.types import DEFAULT_MODEL, SUCCESS_METRICS
+from .core.types import DEFAULT_MODEL, SUCCESS_METRICS, frame_size_error
 from .node_config import MAX_INSTRUCTION_CHARS
 
 
@@ -187,9 +187,8 @@ def validate(name: str, value) -> str | None:
                 return error
     if name == "reset_service" and value and (error := _name_error(value, service=True)):
         return error
-    if name == "frame_size":
-        if len(value) != 2 or any(v < 32 or v % 32 for v in value):
-            return f"must be [height, width], each a multiple of 32 and >= 32, got {list(value)}"
+    if name == "frame_size" and (error := frame_size_error(value)):
+        return error
     if name in ("prompt_suffix",) and not str(value).strip():
         return "must not be empty"
     return None

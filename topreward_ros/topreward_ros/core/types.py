@@ -23,6 +23,16 @@ class ModelConfig:
     allow_pickle_weights: bool = False  # .bin/.pt weights can run code when unpickled: safetensors only unless set
 
 
+FRAME_SIZE_MULTIPLE = 32  # Qwen3-VL: 16-pixel patches, merged 2x2 into one token
+
+
+def frame_size_error(size) -> str | None:
+    """Why `size` cannot be a frame size ((height, width), each a positive multiple of 32), or None."""
+    if len(size) != 2 or any(v < FRAME_SIZE_MULTIPLE or v % FRAME_SIZE_MULTIPLE for v in size):
+        return f"must be (height, width), each a multiple of {FRAME_SIZE_MULTIPLE} and >= 32, got {tuple(size)}"
+    return None
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Sampling rate, fixed frame size and frame cap of the schedule."""
@@ -34,8 +44,8 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if not (self.sample_fps > 0 and math.isfinite(self.sample_fps)):
             raise ValueError(f"sample_fps must be a positive number, got {self.sample_fps}")
-        if len(self.frame_size) != 2 or min(self.frame_size) < 32:
-            raise ValueError(f"frame_size must be (height, width) of at least 32 pixels, got {self.frame_size}")
+        if error := frame_size_error(self.frame_size):
+            raise ValueError(f"frame_size {error}")
         if self.max_frames < 2:
             raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
 
@@ -75,9 +85,18 @@ class PrefixScore:
     stamp_ns: int = 0  # the newest frame's capture stamp, exact [ns]
 
     @property
+    def finite(self) -> bool:
+        """Whether both log-probabilities are numbers (a float16 overflow gives NaN or infinity)."""
+        return math.isfinite(self.log_prob_true) and math.isfinite(self.log_prob_false)
+
+    @property
     def p_true(self) -> float:
-        """p(True) / (p(True) + p(False))."""
-        return 1.0 / (1.0 + math.exp(self.log_prob_false - self.log_prob_true))
+        """p(True) / (p(True) + p(False)): a logistic of the gap, never overflowing however wide it is."""
+        gap = self.log_prob_true - self.log_prob_false
+        if gap >= 0:
+            return 1.0 / (1.0 + math.exp(-gap))
+        e = math.exp(gap)
+        return e / (1.0 + e)
 
 
 @dataclass(frozen=True)

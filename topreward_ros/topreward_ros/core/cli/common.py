@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX, PromptConfig
 from ..tiny_model import TINY_MODEL_NAME, TINY_WARNING
-from ..types import DEFAULT_MODEL, ModelConfig, ScheduleConfig
+from ..types import DEFAULT_MODEL, ModelConfig, ScheduleConfig, frame_size_error
 
 
 class UsageError(Exception):
@@ -39,6 +39,8 @@ def frame_size(text: str) -> tuple[int, int]:
         h, w = (int(parts[0]), int(parts[-1]))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH or SIZE, got {text}") from None
+    if error := frame_size_error((h, w)):  # checked here, before minutes of model loading
+        raise argparse.ArgumentTypeError(error)
     return h, w
 
 
