@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .backend import BatchRow
-from .scorer import StreamingScorer
+from .scorer import StreamingScorer, check_finite
 from .types import PrefixScore
 
 
@@ -50,5 +50,9 @@ def score_batch(requests: Sequence[tuple[StreamingScorer, int | None]]) -> list[
     outputs = backend.forward_batch(rows, logits_to_keep=2)
     for scorer, out in zip(scorers, outputs, strict=True):
         scorer._cache = out.cache
-    return [scorer._finish(chunk, out.logits, out.positions)
-            for scorer, chunk, out in zip(scorers, chunks, outputs, strict=True)]
+    scores = [scorer._finish(chunk, out.logits, out.positions)
+              for scorer, chunk, out in zip(scorers, chunks, outputs, strict=True)]
+    for scorer, score in zip(scorers, scores, strict=True):
+        if not score.finite:
+            scorer._drop_cache()  # whatever the pass wrote there is suspect; the others' caches are sound
+    return [check_finite(score) for score in scores]

@@ -20,6 +20,19 @@ from .schedule import FrameSchedule
 from .types import PrefixScore, ScheduleConfig
 
 
+class NonFiniteScore(ValueError):
+    """The model gave a NaN or infinite log-probability (float16 overflows in Qwen models do)."""
+
+
+def check_finite(score: PrefixScore) -> PrefixScore:
+    """The score, if its log-probabilities are finite; a NaN or infinity is a failed inference, never a value."""
+    if not score.finite:
+        raise NonFiniteScore(f"non-finite log-probabilities (True {score.log_prob_true}, False "
+                             f"{score.log_prob_false}) for the prefix of {score.num_frames} frames: "
+                             "float16 overflows in Qwen3-VL; use bfloat16 or float32")
+    return score
+
+
 @dataclass
 class ScorerWork:
     """What the scorer has fed the model so far: counted, not timed, so benchmarks can compare it to the limit."""
@@ -163,7 +176,7 @@ class StreamingScorer:
         """Values of the prefix of the first `num_frames` sampled frames (default: all so far)."""
         n = self._checked_length(num_frames)
         try:
-            return self._score(n)
+            return check_finite(self._score(n))
         except BaseException:
             # A forward pass that failed half-way (out of memory, say) leaves the cache in an unknown
             # state: start it over rather than score on top of it.
@@ -198,4 +211,4 @@ class StreamingScorer:
         ids += self._question
         pixels, grid = self.backend.encode_pairs(frames)
         logits = self.backend.forward_uncached(ids, pixels, grid)
-        return self._prefix_score(n, logits)
+        return check_finite(self._prefix_score(n, logits))

@@ -130,16 +130,25 @@ class EpisodeStream:
             return None
         return step, time.perf_counter() - start
 
-    def scored_prefix(self, score: PrefixScore) -> Step:
-        """The online step of a prefix scored in a batch with other robots."""
-        return self._episode.update(score)
+    def scored_prefix(self, score: PrefixScore) -> Step | None:
+        """The online step of a prefix scored in a batch with other robots; None if it failed (counted)."""
+        try:
+            return self._episode.update(score)
+        except Exception as exc:  # after scoring as before it: counted, and the thread goes on
+            self.fail(exc)
+            return None
 
     def publish(self, snapshot: EpisodeSnapshot, step: Step, inference: float) -> None:
+        """Hand the step to the publisher; a publisher that raises counts as a failed inference of this robot."""
+        try:
+            self.on_step(snapshot.episode_id, snapshot.instruction, step, inference)
+        except Exception as exc:
+            self.fail(exc)
+            return
         self.last_inference = inference
         self.scored += 1
         with self._lock:
             self._failures.consecutive = 0
-        self.on_step(snapshot.episode_id, snapshot.instruction, step, inference)
 
     def fail(self, exc: Exception, halt: bool = False) -> None:
         with self._lock:
@@ -258,5 +267,5 @@ class InferenceWorker:
         self.batches += 1
         for (stream, snapshot), score in zip(group, scores, strict=True):
             step = stream.scored_prefix(score)
-            if not self._stop.is_set():
+            if step is not None and not self._stop.is_set():
                 stream.publish(snapshot, step, elapsed)

@@ -1,0 +1,102 @@
+"""Failures inside and after a forward pass: counted and survived, never published as values (no ROS)."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+from conftest import random_frames
+
+from topreward_ros.core.batch_scoring import score_batch
+from topreward_ros.core.episode_buffer import EpisodeBuffer
+from topreward_ros.core.scorer import NonFiniteScore, StreamingScorer
+from topreward_ros.core.types import PrefixScore, ScheduleConfig, SuccessConfig
+from topreward_ros.core.worker import EpisodeStream, InferenceWorker
+
+SMALL = ScheduleConfig(sample_fps=2.0, frame_size=(64, 64), max_frames=64)
+
+
+def wait_until(predicate, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.mark.parametrize(("log_true", "log_false", "p_true"), [
+    (-800.0, 0.0, 0.0), (0.0, -800.0, 1.0), (-1.0, -1.0, 0.5), (-2.0, -1.0, 1.0 / (1.0 + math.e))])
+def test_p_true_is_defined_however_wide_the_gap(log_true, log_false, p_true):
+    # exp(800) overflows a float: the gap must never be exponentiated on the side where it is large.
+    assert PrefixScore(1, 0.0, 0.0, log_true, log_false).p_true == pytest.approx(p_true, abs=1e-15)
+
+
+def fed(backend, frames, instruction="stack the cups") -> StreamingScorer:
+    scorer = StreamingScorer(backend, instruction, SMALL)
+    for k, frame in enumerate(frames):
+        scorer.append(frame, 0.5 * k)
+    return scorer
+
+
+def poisoned(backend, answer_id: int):
+    """The model's " True" row of the output layer set to NaN, as a float16 overflow leaves it (restored after)."""
+    weight = backend.model.get_output_embeddings().weight
+    saved = weight[answer_id].clone()
+
+    class Poison:
+        def __enter__(self):
+            with torch.no_grad():
+                weight[answer_id] = float("nan")
+
+        def __exit__(self, *exc):
+            with torch.no_grad():
+                weight[answer_id] = saved
+
+    return Poison()
+
+
+def test_non_finite_logits_raise_and_leave_a_cache_that_scores_exactly(backend):
+    frames = random_frames(5, seed=71, size=(64, 64))
+    scorer = fed(backend, frames)
+    scorer.score(2)
+    with poisoned(backend, scorer.prompt.answer_id), pytest.raises(NonFiniteScore, match="float16"):
+        scorer.score(4)
+    again, fresh = scorer.score(5), fed(backend, frames).full_recompute(5)
+    assert abs(again.log_prob_true - fresh.log_prob_true) < 1e-4
+
+
+def test_a_non_finite_row_of_a_batch_raises_and_every_scorer_still_scores_exactly(backend):
+    a_frames, b_frames = random_frames(4, seed=72, size=(64, 64)), random_frames(4, seed=73, size=(64, 64))
+    a, b = fed(backend, a_frames, "fold the towel"), fed(backend, b_frames)
+    with poisoned(backend, a.prompt.answer_id), pytest.raises(NonFiniteScore):
+        score_batch([(a, 3), (b, 3)])
+    for scorer, frames, task in ((a, a_frames, "fold the towel"), (b, b_frames, "stack the cups")):
+        fresh = fed(backend, frames, task).full_recompute(4)
+        assert abs(scorer.score(4).log_prob_true - fresh.log_prob_true) < 1e-4
+
+
+def test_a_publisher_that_raises_is_a_counted_failure_and_the_thread_goes_on(backend):
+    wake = threading.Event()
+    buffer = EpisodeBuffer(SMALL, "open the drawer", wake)
+    published, errors = [], []
+
+    def on_step(episode_id, instruction, step, inference):
+        if not errors:
+            raise OverflowError("math range error (a publisher's arithmetic)")
+        published.append(step.score.num_frames)
+
+    stream = EpisodeStream(StreamingScorer(backend, "open the drawer", SMALL), buffer, SuccessConfig(), on_step,
+                           on_error=errors.append)
+    worker = InferenceWorker([stream], wake=wake)
+    worker.start()
+    try:
+        frames = random_frames(4, seed=74, size=(64, 64))
+        buffer.offer(frames[0], 0.0)
+        assert wait_until(lambda: stream.failures().by_reason["OverflowError"] == 1)
+        for k in range(1, 4):
+            buffer.offer(frames[k], 0.5 * k)
+        assert wait_until(lambda: published and published[-1] == 4)
+        assert worker.alive and stream.failures().consecutive == 0 and len(errors) == 1
+    finally:
+        assert worker.stop(timeout=30)
