@@ -25,7 +25,32 @@ def test_folder_created_and_own_file_replaced(tmp_path):
     write_atomic(path, json.dumps({"log_prob_true": [1], "prefix_lengths": [1]}), CURVE)
     write_atomic(path, json.dumps({"log_prob_true": [2], "prefix_lengths": [1]}), CURVE)
     assert json.loads(path.read_text())["log_prob_true"] == [2]
-    assert not (path.parent / ".curve.json.tmp").exists()
+    assert [p.name for p in path.parent.iterdir()] == ["curve.json"]  # no temporary file left
+
+
+def test_each_write_has_a_temporary_file_of_its_own_synced_before_it_replaces(tmp_path, monkeypatch):
+    path = tmp_path / "curve.json"
+    # Another writer's temporary file under the old fixed name: neither used nor touched.
+    other = tmp_path / ".curve.json.tmp"
+    other.write_text("another writer, half-way")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    write_atomic(path, json.dumps({"log_prob_true": [3], "prefix_lengths": [1]}), CURVE)
+    assert json.loads(path.read_text())["log_prob_true"] == [3]
+    assert other.read_text() == "another writer, half-way"
+    assert len(synced) == 2 and synced[1] == str(tmp_path)  # the data (as the temporary file), then the folder
+    assert synced[0] != str(other) and synced[0].startswith(str(tmp_path / ".curve.json."))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".curve.json.tmp", "curve.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "curve.json"
+    write_atomic(path, json.dumps({"log_prob_true": [1], "prefix_lengths": [1]}), CURVE)
+    with pytest.raises(TypeError):
+        write_atomic(path, 42, CURVE)  # neither text nor bytes: fails while writing
+    assert json.loads(path.read_text())["log_prob_true"] == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.json"]
 
 
 def test_someone_elses_file_is_never_overwritten(tmp_path):

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SOFTWARE = "topreward_ros"  # the PNG Software tag of every plot
+TEMP_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside the file they replace
 
 
 class OutputError(OSError):
@@ -84,17 +87,41 @@ def claim(path: Path, ours: Callable[[Path], bool], action: str = "overwriting")
     return path
 
 
-def write_atomic(path: Path, data: str | bytes, ours: Callable[[Path], bool]) -> None:
-    """Replace the file in one step, so a crash leaves the old or the new version, never half of one."""
+@contextmanager
+def replacing(path: Path, ours: Callable[[Path], bool]) -> Iterator[Path]:
+    """A new temporary file beside `path` to write into; once written it is synced and replaces `path`.
+
+    The temporary name is unique and created exclusively, so two writers never share one and no link planted
+    at a guessable name is followed; it is removed if the writing fails. The file's data and the folder's
+    entry are synced before and after the replacement, so a crash or a power cut leaves the old version or
+    the new one, never half of one.
+    """
     claim(path, ours)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.is_symlink():
-        tmp.unlink()
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)  # replaces a name, never follows a link
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)  # replaces a name, never follows a link
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes, ours: Callable[[Path], bool]) -> None:
+    """Replace the file in one step with `data` (text is written as UTF-8); see `replacing`."""
+    with replacing(Path(path), ours) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def open_append(path: Path, ours: Callable[[Path], bool]):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..curve import Curve
-from ..output_files import write_atomic
+from ..output_files import TEMP_SUFFIX, write_atomic
 from .evaluate import EPISODES_FILE
 
 # Ranks that finish early wait at the final barrier for the slowest; a long episode must not time them out.
@@ -144,7 +144,7 @@ class Parts:
         """Delete the parts and their folders; only what the ranks wrote, never anything else under `root`."""
         for path in self.existing():
             for name in (path.name, *PART_EXTRAS):
-                for victim in (path.parent / name, path.parent / f".{name}.tmp"):
+                for victim in (path.parent / name, *path.parent.glob(f".{name}.*{TEMP_SUFFIX}")):
                     victim.unlink(missing_ok=True)
             if not any(path.parent.iterdir()):
                 path.parent.rmdir()

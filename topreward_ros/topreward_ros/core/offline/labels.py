@@ -16,7 +16,7 @@ import numpy as np
 
 from ..curve import Curve, prefix_lengths
 from ..metrics import minmax_normalize
-from ..output_files import claim, label_table_ours
+from ..output_files import label_table_ours, replacing
 from .episode import Episode
 
 COLUMNS = ("index", "episode_index", "frame_index", "progress_sparse")
@@ -63,16 +63,15 @@ def write_table(table, path: Path, as_csv: bool) -> None:
     """Parquet (what LeRobot reads) or the same columns as CSV, written whole and then moved into place."""
     import pyarrow.parquet as pq
 
-    claim(path, label_table_ours)  # never a link, never someone else's file, even with --overwrite
-    tmp = path.with_name(f".{path.name}.tmp")
-    if as_csv:
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(table.column_names)
-            writer.writerows(zip(*(table[c].to_pylist() for c in table.column_names), strict=True))
-    else:
-        pq.write_table(table, tmp)
-    tmp.replace(path)
+    # Never a link, never someone else's file, even with --overwrite.
+    with replacing(path, label_table_ours) as tmp:
+        if as_csv:
+            with tmp.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(table.column_names)
+                writer.writerows(zip(*(table[c].to_pylist() for c in table.column_names), strict=True))
+        else:
+            pq.write_table(table, tmp)
 
 
 def training_flags(path: Path, dataset: Path, dense: bool) -> list[str]:
