@@ -100,3 +100,55 @@ def test_a_publisher_that_raises_is_a_counted_failure_and_the_thread_goes_on(bac
         assert worker.alive and stream.failures().consecutive == 0 and len(errors) == 1
     finally:
         assert worker.stop(timeout=30)
+
+
+class BatchOutOfMemory:
+    """The real backend, except that a batched pass raises as a GPU out of memory would.
+
+    A fake for what cannot happen on this CPU; everything else, single passes included, is the real model.
+    """
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.batch_calls = 0
+        self.failing = True
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def forward_batch(self, *args, **kwargs):
+        self.batch_calls += 1
+        if self.failing:
+            raise RuntimeError("CUDA out of memory (injected by BatchOutOfMemory)")
+        return self._real.forward_batch(*args, **kwargs)
+
+
+def test_failed_batches_are_counted_reported_and_stop_until_a_new_episode(backend):
+    model = BatchOutOfMemory(backend)
+    buffers = [EpisodeBuffer(SMALL, task) for task in ("fold the towel", "stack the cups")]
+    published = {0: [], 1: []}
+    reports = []
+    streams = [EpisodeStream(StreamingScorer(model, buffer.instruction, SMALL), buffer, SuccessConfig(),
+                             lambda e, i, step, t, k=k: published[k].append(step.score.num_frames), on_error=print)
+               for k, buffer in enumerate(buffers)]
+    worker = InferenceWorker(streams, max_batch=8, on_batch_failure=lambda *report: reports.append(report))
+    frames = random_frames(8, seed=75, size=(64, 64))
+
+    def round_with_new_frames(k: int) -> None:
+        for buffer in buffers:
+            buffer.offer(frames[k], 0.5 * k)
+        worker.run_round()
+
+    for k in range(5):
+        round_with_new_frames(k)
+        assert published == {0: list(range(1, k + 2)), 1: list(range(1, k + 2))}  # every prefix, alone
+    # Rounds 0-2 each tried a batch (both robots had a new prefix), then batching stopped.
+    assert model.batch_calls == 3 and worker.batch_failures == 3 and not worker.batching
+    assert [(robots, stopped) for _, robots, stopped in reports] == [(2, False), (2, False), (2, True)]
+    assert all("out of memory" in str(exc) for exc, _, _ in reports)
+    model.failing = False
+    round_with_new_frames(5)
+    assert model.batch_calls == 3  # still one at a time: no new episode yet
+    buffers[1].new_episode()
+    round_with_new_frames(6)
+    assert worker.batching and model.batch_calls == 4 and worker.batches == 1 and worker.batch_failures == 3

@@ -60,6 +60,31 @@ def test_each_robot_gets_its_own_values_on_its_own_topics(harness, backend):
     assert len({id(c.scorer) for c in h.node.channels}) == 3
 
 
+def test_failing_batched_passes_are_reported_and_every_robot_still_scored_exactly(harness, backend):
+    from test_inference_failures import BatchOutOfMemory
+
+    h = robots_harness(harness)
+    model = BatchOutOfMemory(h.node.channels[0].scorer.backend)
+    for channel in h.node.channels:
+        channel.scorer.backend = model  # one object: batches are still formed, and then fail
+    frames = {r: random_frames(30, seed=320 + i, size=(64, 64)) for i, r in enumerate(("arm1", "arm2"))}
+    times = [40.0 + 0.5 * k for k in range(30)]
+    worker = h.node._worker
+    sent = 0
+    while worker.batching and sent < 30:  # robots that stream at once share rounds; how many is up to timing
+        stream(h, ("arm1", "arm2"), {r: f[sent:sent + 1] for r, f in frames.items()}, times[sent:sent + 1])
+        sent += 1
+        wait_until(lambda n=sent: all(h.progress_of[r] and h.progress_of[r][-1].num_frames == n for r in h.progress_of))
+    assert not worker.batching and worker.batch_failures == 3 and worker.batches == 0
+    assert wait_until(lambda: h.diagnostics_where(lambda s: "one at a time" in s.message) is not None)
+    status = h.diagnostics_where(lambda s: "one at a time" in s.message)
+    assert status.level == b"\x01" and diagnostic_values(status)["batched_pass_failures"] == "3"
+    for robot in ("arm1", "arm2"):
+        assert wait_until(lambda r=robot: h.progress_of[r][-1].num_frames == sent)
+        reference = offline_values(backend, frames[robot][:sent], times[:sent], instruction=TASKS[robot])
+        assert all(abs(m.log_prob_true - reference[m.num_frames].log_prob_true) < 1e-4 for m in h.progress_of[robot])
+
+
 def test_reset_and_instruction_of_one_robot_leave_the_others_alone(harness, backend):
     h = robots_harness(harness)
     frames = {r: random_frames(8, seed=310 + i, size=(64, 64)) for i, r in enumerate(("arm1", "arm2"))}

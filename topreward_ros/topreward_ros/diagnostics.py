@@ -1,8 +1,8 @@
 """The node's health as one diagnostic_msgs/DiagnosticStatus, from plain copies of its counters.
 
 Levels: ERROR when the inference thread died or stopped scoring the episode after too many failures in a
-row; WARN on a failure in the last RECENT_FAILURE seconds, a camera silent for longer than
-camera_timeout, or no frame yet; OK otherwise.
+row; WARN while batched passes are off after repeated failures, on a failure in the last RECENT_FAILURE
+seconds, a camera silent for longer than camera_timeout, or no frame yet; OK otherwise.
 """
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ from .camera_intake import CameraReport
 from .core.worker import FailureStats
 
 RECENT_FAILURE = 10.0  # [s]
+
+
+@dataclass(frozen=True)
+class BatchHealth:
+    """The inference thread's batched passes over several robots (the same for every robot of the node)."""
+
+    failures: int = 0
+    batching: bool = True  # False: robots scored one at a time after repeated failures, until a reset
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class Health:
     instructions_rejected: int = 0
     cameras: tuple[CameraReport, ...] = ()
     camera_timeout: float = 0.0
+    batch: BatchHealth = BatchHealth()
 
 
 def _level(h: Health, now: float) -> tuple[int, str]:
@@ -45,6 +54,9 @@ def _level(h: Health, now: float) -> tuple[int, str]:
     if h.failures.halted:
         return DiagnosticStatus.ERROR, (f"episode {h.episode_id} no longer scored after {h.failures.consecutive} "
                                         "failed inferences in a row; reset or re-activate")
+    if not h.batch.batching:
+        return DiagnosticStatus.WARN, (f"batched passes failed ({h.batch.failures} in all): robots are scored one "
+                                       "at a time until one starts a new episode")
     if h.failures.last_time is not None and now - h.failures.last_time < RECENT_FAILURE:
         return DiagnosticStatus.WARN, f"inference failed recently ({sum(h.failures.by_reason.values())} in all)"
     for camera in h.cameras:
@@ -66,6 +78,7 @@ def reward_status(h: Health, now: float | None = None) -> DiagnosticStatus:
         "inference_failures": sum(h.failures.by_reason.values()),
         "inference_failures_in_a_row": h.failures.consecutive,
         "instructions_rejected": h.instructions_rejected,
+        "batched_pass_failures": h.batch.failures,
     }
     for reason, count in sorted(h.failures.by_reason.items()):
         values[f"inference_failures {reason}"] = count

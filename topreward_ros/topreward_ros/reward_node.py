@@ -22,8 +22,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from .core.backend import ModelLoadError, Qwen3VLBackend
 from .core.scorer import StreamingScorer
 from .core.tiny_model import TINY_MODEL_NAME, TINY_WARNING
-from .core.worker import InferenceWorker
-from .diagnostics import reward_status
+from .core.worker import MAX_BATCH_FAILURES, InferenceWorker
+from .diagnostics import BatchHealth, reward_status
 from .node_config import ConfigError, NodeConfig, fleet_configs, fleet_warnings
 from .parameters import (
     NODE_PARAMETERS,
@@ -151,7 +151,8 @@ class RewardNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         # A callback group per robot: one robot's camera callbacks never queue behind another's.
         streams = [channel.activate(MutuallyExclusiveCallbackGroup()) for channel in self.channels]
-        self._worker = InferenceWorker(streams, self.get_parameter("max_batch").value, self._wake)
+        self._worker = InferenceWorker(streams, self.get_parameter("max_batch").value, self._wake,
+                                       self._on_batch_failure)
         self._worker.start()
         for channel in self.channels:
             self.get_logger().info(f"activated: scoring {', '.join(channel.config.intake.scored_topics)}; progress "
@@ -210,14 +211,24 @@ class RewardNode(LifecycleNode):
         return finished
 
     # ---------------------------------------------------------------- diagnostics
+    def _on_batch_failure(self, exc: Exception, robots: int, stopped: bool) -> None:
+        if stopped:
+            self.get_logger().error(f"{MAX_BATCH_FAILURES} batched passes failed in a row (last: {type(exc).__name__}: "
+                                    f"{exc}): robots are scored one at a time until one starts a new episode")
+        else:
+            self.get_logger().warning(f"a batched pass over {robots} robots failed ({type(exc).__name__}: {exc}): "
+                                      "each robot is scored alone", throttle_duration_sec=5.0)
+
     def _publish_diagnostics(self) -> None:
         worker, channels = self._worker, self.channels
         if not channels:  # cleaned up meanwhile
             return
         active = worker is not None and not worker.stopping
         alive = worker is not None and worker.alive
+        batch = BatchHealth(worker.batch_failures, worker.batching) if worker is not None else BatchHealth()
         state = self.lifecycle_state
-        array = DiagnosticArray(status=[reward_status(channel.health(state, active, alive)) for channel in channels])
+        array = DiagnosticArray(status=[reward_status(channel.health(state, active, alive, batch))
+                                        for channel in channels])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 

@@ -25,7 +25,7 @@ from .core.online import OnlineEpisode
 from .core.scorer import StreamingScorer
 from .core.types import Step
 from .core.worker import EpisodeStream, FailureStats
-from .diagnostics import Health
+from .diagnostics import BatchHealth, Health
 from .episode_records import RecordError, append_record
 from .node_config import NodeConfig
 from .parameters import validate
@@ -225,7 +225,8 @@ class RobotChannel:
         self._log.error(f"episode {self.buffer.episode_id} is no longer scored ({why}); call "
                         f"{self.node.resolve_service_name(self.reset_srv.srv_name)} or re-activate to try again")
 
-    def health(self, state: str, worker_active: bool, worker_alive: bool) -> Health:
+    def health(self, state: str, worker_active: bool, worker_alive: bool,
+               batch: BatchHealth) -> Health:
         """This robot's diagnostics; `worker_active`: a worker is running and not stopping."""
         stream, intake, backend = self.stream, self.intake, self.scorer.backend
         name = f"{self.node.get_fully_qualified_name()}: reward" + (f" {self.robot}" if self.robot else "")
@@ -238,5 +239,5 @@ class RobotChannel:
             failures=stream.failures() if stream and worker_active else FailureStats(),
             successes=self.success_count, instructions_rejected=self.instructions_rejected,
             cameras=tuple(intake.reports()) if intake and worker_active else (),
-            camera_timeout=self.config.intake.camera_timeout,
+            camera_timeout=self.config.intake.camera_timeout, batch=batch,
         )

@@ -60,6 +60,11 @@ class EpisodeStream:
         self._instruction = ""
         self._seen: tuple[int, int, int] | None = None
 
+    @property
+    def episode_id(self) -> int | None:
+        """The episode the worker last saw on this robot (None before the first)."""
+        return self._episode_id
+
     def failures(self) -> FailureStats:
         """A copy of the failure statistics (safe to read from any thread)."""
         with self._lock:
@@ -165,15 +170,23 @@ class EpisodeStream:
             self.on_halt(f"{f.consecutive} failed inference(s) in a row, last: {type(exc).__name__}: {exc}")
 
 
+MAX_BATCH_FAILURES = 3  # batched passes failing in a row before robots are scored one at a time until a reset
+BatchFailureCallback = Callable[[Exception, int, bool], None]  # the error, robots in the batch, batching stopped
+
+
 class InferenceWorker:
     """A dedicated thread between the robots' episode buffers and their publishers.
 
     The buffers must have been made with this worker's `wake` event (EpisodeBuffer(..., wake=...)), so
     that a new frame on any robot wakes the loop; without it a new frame is seen within 0.1 s.
+
+    A batched pass that fails (out of memory: the stacked copy holds the caches about three times) costs a
+    pass per robot on top, so each one is counted and told to `on_batch_failure`, and after
+    MAX_BATCH_FAILURES in a row robots are scored one at a time until any robot starts a new episode.
     """
 
     def __init__(self, streams: Sequence[EpisodeStream], max_batch: int = 8,
-                 wake: threading.Event | None = None) -> None:
+                 wake: threading.Event | None = None, on_batch_failure: BatchFailureCallback | None = None) -> None:
         if not streams:
             raise ValueError("the worker needs at least one stream")
         if max_batch < 1:
@@ -182,6 +195,10 @@ class InferenceWorker:
         self.max_batch = max_batch
         self.wake = wake or threading.Event()
         self.batches = 0  # batched forward passes of more than one robot
+        self.batch_failures = 0  # batched passes that failed (each robot then scored alone)
+        self.on_batch_failure = on_batch_failure
+        self._batch_failures_in_a_row = 0
+        self._unbatched_at: tuple[int | None, ...] | None = None  # the robots' episodes when batching stopped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="topreward-inference", daemon=True)
         self._first = 0  # the robot served first in the next round: rotates, so nobody always waits longest
@@ -214,17 +231,26 @@ class InferenceWorker:
     def scored(self) -> int:
         return sum(s.scored for s in self.streams)
 
+    @property
+    def batching(self) -> bool:
+        """False while robots are scored one at a time after repeated batch failures."""
+        return self._unbatched_at is None
+
+    def _episodes(self) -> tuple[int | None, ...]:
+        return tuple(stream.episode_id for stream in self.streams)
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 self.wake.wait(0.1)
                 self.wake.clear()  # before polling: a frame that arrives while polling sets it again
-                self._round()
+                self.run_round()
         finally:
             for stream in self.streams:
                 stream.end_episode()
 
-    def _round(self) -> None:
+    def run_round(self) -> None:
+        """Poll every robot once and score what is ready: the thread's loop body (callable without the thread)."""
         n = len(self.streams)
         order = [self.streams[(self._first + i) % n] for i in range(n)]
         self._first = (self._first + 1) % n
@@ -239,10 +265,13 @@ class InferenceWorker:
                 self._score_alone(stream, snapshot)  # a rebase scores many prefixes: never held in a batch
             else:
                 ready.append((stream, snapshot))
-        for i in range(0, len(ready), self.max_batch):
+        if self._unbatched_at is not None and self._episodes() != self._unbatched_at:
+            self._unbatched_at, self._batch_failures_in_a_row = None, 0  # a new episode: batching is tried again
+        size = self.max_batch if self.batching else 1
+        for i in range(0, len(ready), size):
             if self._stop.is_set():
                 return
-            self._score_together(ready[i:i + self.max_batch])
+            self._score_together(ready[i:i + size])
 
     def _score_alone(self, stream: EpisodeStream, snapshot: EpisodeSnapshot) -> None:
         result = stream.score_alone(snapshot)
@@ -256,7 +285,8 @@ class InferenceWorker:
         start = time.perf_counter()
         try:
             scores = score_batch([(stream.scorer, len(snapshot.frames)) for stream, snapshot in group])
-        except Exception:
+        except Exception as exc:
+            self._batch_failed(exc, len(group))
             # Which robot's prefix failed is unknown, and a batch leaves every cache as it was: each robot
             # is tried alone, so one robot's failure is counted against it and never against the others.
             for stream, snapshot in group:
@@ -265,7 +295,17 @@ class InferenceWorker:
             return
         elapsed = time.perf_counter() - start
         self.batches += 1
+        self._batch_failures_in_a_row = 0
         for (stream, snapshot), score in zip(group, scores, strict=True):
             step = stream.scored_prefix(score)
             if step is not None and not self._stop.is_set():
                 stream.publish(snapshot, step, elapsed)
+
+    def _batch_failed(self, exc: Exception, robots: int) -> None:
+        self.batch_failures += 1
+        self._batch_failures_in_a_row += 1
+        stopped = self._batch_failures_in_a_row >= MAX_BATCH_FAILURES
+        if stopped:
+            self._unbatched_at = self._episodes()
+        if self.on_batch_failure is not None:
+            self.on_batch_failure(exc, robots, stopped)
