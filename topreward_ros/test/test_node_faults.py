@@ -549,6 +549,28 @@ def test_far_future_and_zero_stamp_messages_do_not_block_later_frames(harness, b
     assert abs(h.progress[-1].log_prob_true - reference[6].log_prob_true) < 1e-4
 
 
+def test_one_stray_stamp_ahead_of_the_camera_does_not_silence_it_and_a_real_pause_costs_one_frame(harness, backend):
+    h = harness()
+    base = (time.time_ns() // 10**9 - 120) * 10**9  # a live camera two minutes behind the node's clock
+    frames = random_frames(9, seed=905, size=(64, 64))
+    times = [base + k * 500_000_000 for k in range(6)]
+    h.publish(image_msg(frames[0], times[0]))
+    # A good picture stamped 40 s ahead of its camera, not of the node's clock (a replay, another clock).
+    h.publish(image_msg(frames[8], times[0] + 40 * 10**9))
+    for frame, t in zip(frames[1:6], times[1:], strict=True):
+        h.publish(image_msg(frame, t))
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 6)
+    assert h.rejected() == {"stamp_jump": 1}
+    reference = offline_values(backend, frames[:6], [t / 1e9 for t in times])
+    assert abs(h.progress[-1].log_prob_true - reference[6].log_prob_true) < 1e-4
+    # The camera pauses for 30 s and goes on: the first frame after the pause is taken for a stray, not the rest.
+    later = [times[-1] + 30 * 10**9 + k * 500_000_000 for k in range(3)]
+    for frame, t in zip(frames[6:9], later, strict=True):
+        h.publish(image_msg(frame, t))
+    assert wait_until(lambda: h.progress[-1].num_frames == 8)
+    assert h.rejected() == {"stamp_jump": 2}
+
+
 def test_zero_stamp_first_after_a_reset_does_not_block_a_stamped_camera(harness):
     """A zero stamp first after a reset must not switch a stamped camera to receive time.
 

@@ -1,8 +1,8 @@
 """Camera messages -> the episode buffer: stamp checks, conversion, tiling, per-reason rejection counts.
 
-Runs in the camera callbacks and never waits for inference. A message that is rejected changes no
-state: only a frame the buffer keeps moves the camera's clock forward, so one corrupt message, whatever
-its stamp, cannot make later good frames look old.
+Runs in the camera callbacks and never waits for inference. A message that is rejected never moves
+the camera's clock (only a frame the buffer keeps does; a rejected jump is only remembered as a candidate
+for the next message), so one corrupt message, whatever its stamp, cannot make later good frames look old.
 
 Only sampled frames are converted, each view straight to the size it takes in the frame. A tiled rig's
 views of one sampled frame are converted in parallel (OpenCV releases the GIL), so with a free core per
@@ -17,7 +17,13 @@ Stamps (carried as exact integer nanoseconds):
   a reset cannot turn a stamped camera to receive time and get all its good frames rejected;
 - stamps further than `max_stamp_lead` seconds ahead of the node's clock are rejected (a corrupt
   header); stamps in the past are fine (replayed recordings);
-- on the primary camera a stamp at or before the newest kept frame is rejected, until the next episode.
+- on the primary camera a stamp at or before the newest kept frame is rejected, until the next episode;
+  on a secondary view, a stamp before its newest message;
+- a stamp more than `max_stamp_gap` seconds after the camera's previous one is rejected (`stamp_jump`)
+  unless the message just before it jumped there too and it continues from that one (the camera really
+  paused). One stray stamp (another clock, a replay, a corrupt header) is remembered as that candidate
+  but never moves the camera's clock, so it cannot make the later good frames look old; after a real
+  pause the first frame is lost.
 """
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ class CameraState:
     unstamped: bool | None = None  # whether its frames use receive time (None: no frame kept since activation)
     episode: int = -1  # the episode `latest` belongs to
     latest: tuple[object, int] | None = None  # (message, stamp [ns]) of a secondary view
+    jumped_to: int | None = None  # [ns] the last stamp rejected as a jump: the next may continue from it
 
     def rate(self, now: float) -> float:
         recent = sum(1 for t in self.receipts if now - t <= _RATE_WINDOW)
@@ -129,6 +136,20 @@ class CameraIntake:
                                            f"(max_stamp_lead {lead:g} s)")
         return stamp_ns, False
 
+    def _check_gap(self, camera: CameraState, previous_ns: int, stamp_ns: int) -> None:
+        """Rejected as stamp_jump if `stamp_ns` is too far after `previous_ns` and does not continue a jump."""
+        gap = self.config.max_stamp_gap * 1e9
+        if gap <= 0:
+            return
+        candidate, jumped = camera.jumped_to, stamp_ns - previous_ns > gap
+        with self._lock:
+            camera.jumped_to = stamp_ns if jumped else None
+        if not jumped or (candidate is not None and 0 < stamp_ns - candidate <= gap):
+            return  # on time, or the second message in a row on the new timeline: the camera moved on
+        raise Rejected("stamp_jump", f"stamp {(stamp_ns - previous_ns) / 1e9:.1f} s after the previous frame "
+                                     f"(max_stamp_gap {self.config.max_stamp_gap:g} s); kept once the next frame "
+                                     "continues from it")
+
     def _take(self, msg, index: int, camera: CameraState) -> None:
         episode = self.buffer.episode_id
         stamp_ns, unstamped = self._stamp_ns(msg, camera, episode)
@@ -137,6 +158,8 @@ class CameraIntake:
             latest = camera.latest if camera.episode == episode else None
             if latest is not None and stamp_ns < latest[1]:
                 raise Rejected("stamp_backwards", f"stamp went back {(latest[1] - stamp_ns) / 1e9:.3f} s")
+            if latest is not None:
+                self._check_gap(camera, latest[1], stamp_ns)
             with self._lock:
                 camera.episode, camera.latest = episode, (msg, stamp_ns)
                 camera.unstamped = unstamped
@@ -147,6 +170,8 @@ class CameraIntake:
                 raise Rejected("duplicate_stamp", "same stamp as the previous kept frame")
             raise Rejected("stamp_backwards", f"stamp went back {(last - stamp_ns) / 1e9:.3f} s (replaying a "
                                               "recording? call ~/reset between episodes)")
+        if last is not None:
+            self._check_gap(camera, last, stamp_ns)
         t = stamp_ns / 1e9
         ticket = self.buffer.admit(t)  # the episode this frame is for, if it is sampled at all
         if ticket is None:

@@ -30,6 +30,7 @@ class IntakeConfig:
     max_view_skew: float = 0.5  # [s]
     max_image_pixels: int = 16_000_000
     max_stamp_lead: float = 10.0  # [s] stamps further ahead of the node's clock are rejected; 0: no check
+    max_stamp_gap: float = 10.0  # [s] a lone stamp this far after the camera's previous one is rejected; 0: no check
     camera_timeout: float = 5.0  # [s] diagnostics WARN after this long without a message; 0: no check
     qos_reliability: str = "best_effort"
     qos_depth: int = 20
@@ -73,7 +74,8 @@ class NodeConfig:
                                       min_episode_duration=p["min_episode_duration"], metric=p["success_metric"]),
                 intake=IntakeConfig(camera_topics=tuple(p["camera_topics"]), tile_views=p["tile_views"],
                                     max_view_skew=p["max_view_skew"], max_image_pixels=p["max_image_pixels"],
-                                    max_stamp_lead=p["max_stamp_lead"], camera_timeout=p["camera_timeout"],
+                                    max_stamp_lead=p["max_stamp_lead"], max_stamp_gap=p["max_stamp_gap"],
+                                    camera_timeout=p["camera_timeout"],
                                     qos_reliability=p["qos_reliability"], qos_depth=p["qos_depth"]),
                 instruction=p["instruction"], reset_service=p["reset_service"], record_dir=p["record_dir"],
                 tau=p["tau"], delta_max=p["delta_max"], max_consecutive_failures=p["max_consecutive_failures"],

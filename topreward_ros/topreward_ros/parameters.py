@@ -46,6 +46,9 @@ PARAMETERS: tuple[Param, ...] = (
           "decoding", (1, 1_000_000_000)),
     Param("max_stamp_lead", 10.0, "[s] frames stamped further ahead of the node's clock are rejected; 0: no check",
           (0.0, 1e9)),
+    Param("max_stamp_gap", 10.0, "[s] a frame stamped further after the camera's previous one is rejected unless the "
+          "next frame continues from it (a pause), so one stray stamp cannot make later frames look old; 0: no check",
+          (0.0, 1e9)),
     Param("camera_timeout", 5.0, "[s] diagnostics WARN when a camera sends nothing for this long; 0: no check",
           (0.0, 3600.0)),
     Param("sample_fps", 2.0, "[Hz] frames per second given to the model (prefix-stable time grid)", (0.05, 30.0)),
