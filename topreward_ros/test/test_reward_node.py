@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import random_frames
-from node_harness import TASK, compressed_msg, offline_values, seconds_to_ns, stamp, wait_until
+from node_harness import TASK, compressed_msg, diagnostic_values, offline_values, seconds_to_ns, stamp, wait_until
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -242,7 +242,9 @@ def test_instruction_change_starts_new_episode(harness):
 def test_no_instruction_no_frames(harness):
     h = harness(instruction="")
     h.send(random_frames(1)[0], 1.0)
-    time.sleep(0.5)
+    assert wait_until(lambda: h.diagnostics_where(lambda s: s.message.startswith("no instruction")) is not None)
+    status = h.diagnostics_where(lambda s: s.message.startswith("no instruction"))
+    assert status.level == b"\x01" and diagnostic_values(status)["instruction"] == ""
     assert not h.progress and len(h.node.channels[0].buffer) == 0
     pub = h.peer.create_publisher(String, "/topreward/instruction", 10)
     assert wait_until(lambda: pub.get_subscription_count() > 0)
@@ -251,6 +253,10 @@ def test_no_instruction_no_frames(harness):
     h.send(random_frames(1)[0], 2.0)
     assert wait_until(lambda: bool(h.progress))
     assert h.progress[0].instruction == "wipe the table" and h.progress[0].episode_id == 1
+    since = time.monotonic()
+    assert wait_until(lambda: h.diagnostics_where(lambda s: True, since) is not None)
+    assert diagnostic_values(h.diagnostics_where(lambda s: True, since))["instruction"] == "wipe the table"
+
 
 
 def test_episode_records_written(harness, tmp_path):

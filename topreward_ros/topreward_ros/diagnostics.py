@@ -1,8 +1,9 @@
 """The node's health as one diagnostic_msgs/DiagnosticStatus, from plain copies of its counters.
 
 Levels: ERROR when the inference thread died or stopped scoring the episode after too many failures in a
-row; WARN while batched passes are off after repeated failures, on a failure in the last RECENT_FAILURE
-seconds, a camera silent for longer than camera_timeout, or no frame yet; OK otherwise.
+row; WARN without an instruction, while batched passes are off after repeated failures, on a failure in
+the last RECENT_FAILURE seconds, a camera silent for longer than camera_timeout, or no frame yet; OK
+otherwise.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Health:
 
     name: str
     state: str  # lifecycle state label
+    instruction: str = ""  # the live episode's task; empty: frames are ignored until one arrives
     model: str = ""
     device: str = ""
     episode_id: int = 0
@@ -54,6 +56,8 @@ def _level(h: Health, now: float) -> tuple[int, str]:
     if h.failures.halted:
         return DiagnosticStatus.ERROR, (f"episode {h.episode_id} no longer scored after {h.failures.consecutive} "
                                         "failed inferences in a row; reset or re-activate")
+    if not h.instruction:
+        return DiagnosticStatus.WARN, "no instruction: frames are ignored until one arrives on ~/instruction"
     if not h.batch.batching:
         return DiagnosticStatus.WARN, (f"batched passes failed ({h.batch.failures} in all): robots are scored one "
                                        "at a time until one starts a new episode")
@@ -72,6 +76,7 @@ def reward_status(h: Health, now: float | None = None) -> DiagnosticStatus:
     level, message = _level(h, now)
     values = {
         "model": h.model, "model_state": h.state, "device": h.device, "episode_id": h.episode_id,
+        "instruction": h.instruction,
         "frames_buffered": h.frames_buffered,
         "inference_latency_s": "n/a" if h.inference_latency is None else f"{h.inference_latency:.3f}",
         "prefixes_scored": h.prefixes_scored, "successes": h.successes,

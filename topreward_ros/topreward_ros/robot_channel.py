@@ -231,7 +231,8 @@ class RobotChannel:
         stream, intake, backend = self.stream, self.intake, self.scorer.backend
         name = f"{self.node.get_fully_qualified_name()}: reward" + (f" {self.robot}" if self.robot else "")
         return Health(
-            name=name, state=state, model=backend.name, device=str(backend.device),
+            name=name, state=state, instruction=self.buffer.instruction, model=backend.name,
+            device=str(backend.device),
             episode_id=self.buffer.episode_id, frames_buffered=len(self.buffer),
             worker_alive=worker_alive if worker_active else None,
             prefixes_scored=stream.scored if stream else 0,
