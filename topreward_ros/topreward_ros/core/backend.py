@@ -335,17 +335,25 @@ class Qwen3VLBackend:
         return DynamicCache(config=self.model.config.get_text_config())
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import os
-    import socket
+def _hub_reachable(name: str, timeout: float = 5.0) -> bool:
+    """Whether the hub answers about `name`, asked as huggingface_hub itself is configured.
 
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+    That is HF_ENDPOINT (a mirror), HF_HUB_OFFLINE, HF_TOKEN and the proxy variables. Any answer counts, a 404
+    or a gated model too: loading then says what is wrong; only no answer at all (offline, refused, timed out)
+    is unreachable.
+    """
+    from huggingface_hub import constants, model_info
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
         return False
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        model_info(name, timeout=timeout)
+    except HfHubHTTPError:
         return True
-    except OSError:
+    except Exception:  # connection refused, name resolution, proxy, timeout: the client's own error types
         return False
+    return True
 
 
 def _cached(name: str) -> bool:
@@ -359,7 +367,7 @@ def _hub_source(name: str) -> bool:
 
     Without this check the hub client retries for minutes before it fails on a machine that cannot reach it.
     """
-    if _hub_reachable():
+    if _hub_reachable(name):
         return False
     if _cached(name):
         return True
