@@ -128,10 +128,11 @@ class Harness:
     def send_compressed(self, frame: np.ndarray, t: float, topic: str, ext=".jpg"):
         self.publish(compressed_msg(frame, seconds_to_ns(t), ext), topic)
 
-    def call(self, service: str, timeout=10.0):
-        client = self.peer.create_client(Trigger, service)
+    def call(self, service: str, request=None, srv_type=Trigger, timeout=10.0):
+        """The response of `service` (of `srv_type`) to `request` (default: an empty request)."""
+        client = self.peer.create_client(srv_type, service)
         assert client.wait_for_service(timeout)
-        future = client.call_async(Trigger.Request())
+        future = client.call_async(srv_type.Request() if request is None else request)
         assert wait_until(future.done, timeout)
         return future.result()
 

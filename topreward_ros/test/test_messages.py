@@ -71,6 +71,13 @@ def test_message_fields_are_the_contract():
         "p_true", "progress", "reward", "latency", "model"]
     assert list(SuccessDetected.get_fields_and_field_types()) == [
         "header", "episode_id", "instruction", "score", "threshold", "consecutive", "elapsed"]
+    from topreward_msgs.srv import StartEpisode
+
+    assert StartEpisode.Request.get_fields_and_field_types() == {"instruction": "string", "previous_outcome": "uint8"}
+    assert (StartEpisode.Request.OUTCOME_UNKNOWN, StartEpisode.Request.OUTCOME_SUCCESS,
+            StartEpisode.Request.OUTCOME_FAILURE) == (0, 1, 2)
+    assert StartEpisode.Response.get_fields_and_field_types() == {"success": "boolean", "message": "string",
+                                                                  "episode_id": "uint32"}
 
 
 def test_ament_index_finds_share_files():

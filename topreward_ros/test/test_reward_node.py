@@ -396,3 +396,63 @@ def test_reward_node_bad_startup_parameter_is_one_line(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "reward_node: error:" in result.stderr
     assert "cuda:N" in result.stderr
+
+
+def start_episode(h, instruction: str = "", outcome: int = 0):
+    from topreward_msgs.srv import StartEpisode
+
+    request = StartEpisode.Request(instruction=instruction, previous_outcome=outcome)
+    return h.call("/topreward/start_episode", request, StartEpisode)
+
+
+def records(path) -> list[dict]:
+    return [json.loads(line) for line in (path / "episodes.jsonl").read_text().splitlines()]
+
+
+def test_start_episode_reports_the_outcome_sets_the_task_and_returns_the_new_id(harness, tmp_path):
+    from topreward_msgs.srv import StartEpisode
+
+    h = harness(record_dir=str(tmp_path))
+    frames = random_frames(6, seed=80)
+    for k in range(2):
+        h.send(frames[k], 1.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
+    # Refused, and nothing changes: a task the prompt cannot hold, an outcome that does not exist.
+    for instruction, outcome, reason in (("x" * 1001, 1, "instruction rejected"), ("", 7, "previous_outcome")):
+        response = start_episode(h, instruction, outcome)
+        assert not response.success and reason in response.message and response.episode_id == 0
+    assert h.node.get_parameter("instruction").value == TASK and h.node.channels[0].buffer.episode_id == 0
+    response = start_episode(h, "close the drawer", StartEpisode.Request.OUTCOME_SUCCESS)
+    assert response.success and response.episode_id == 1 and response.message == "episode 1 started"
+    assert h.node.get_parameter("instruction").value == "close the drawer"
+    h.send(frames[2], 5.0)
+    assert wait_until(lambda: h.progress[-1].episode_id == 1)
+    assert h.progress[-1].instruction == "close the drawer"
+    # The same task again, a failure this time.
+    response = start_episode(h, "", StartEpisode.Request.OUTCOME_FAILURE)
+    assert response.success and response.episode_id == 2
+    h.send(frames[3], 7.0)
+    assert wait_until(lambda: h.progress[-1].episode_id == 2)  # scored: an episode without values has no record
+    assert wait_until(lambda: (tmp_path / "episodes.jsonl").exists() and len(records(tmp_path)) == 2)
+    written = records(tmp_path)
+    assert [(r["episode_id"], r["instruction"], r["outcome"]) for r in written] == [
+        (0, TASK, "success"), (1, "close the drawer", "failure")]
+    assert h.call("/topreward/reset").success  # Trigger still works; nobody said what happened
+    h.send(frames[4], 9.0)
+    assert wait_until(lambda: len(records(tmp_path)) == 3)
+    assert records(tmp_path)[2]["outcome"] == "unknown"
+
+
+def test_episode_ids_continue_from_the_records_after_a_restart(harness, tmp_path):
+    first = harness(record_dir=str(tmp_path))
+    for k, frame in enumerate(random_frames(2, seed=81)):
+        first.send(frame, 1.0 + 0.5 * k)
+    assert wait_until(lambda: first.progress and first.progress[-1].num_frames == 2)
+    assert first.call("/topreward/reset").message == "episode 1 started"
+    first.send(random_frames(1, seed=82)[0], 3.0)
+    assert wait_until(lambda: (tmp_path / "episodes.jsonl").exists())
+    first.close()
+    second = harness(record_dir=str(tmp_path))  # the node restarted on the same record_dir
+    second.send(random_frames(1, seed=83)[0], 1.0)
+    assert wait_until(lambda: bool(second.progress))
+    assert second.progress[0].episode_id == 1 + max(r["episode_id"] for r in records(tmp_path))

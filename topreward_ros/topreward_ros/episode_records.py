@@ -27,3 +27,26 @@ def append_record(record_dir: str | Path, record: dict) -> Path:
     except OSError as exc:
         raise RecordError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def next_episode_id(record_dir: str | Path, robot: str = "") -> int:
+    """The id after the highest one recorded for `robot` in `record_dir`, 0 without records.
+
+    Episode ids continue across restarts of the node, so that the records of two runs never share an id.
+    Lines that are not records (a torn last line after a crash) are skipped.
+    """
+    path = Path(record_dir).expanduser() / RECORDS_FILE
+    if path.is_symlink() or not path.is_file():
+        return 0
+    highest = -1
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or record.get("robot", "") != robot:
+                continue
+            if isinstance(record.get("episode_id"), int):
+                highest = max(highest, record["episode_id"])
+    return highest + 1

@@ -18,6 +18,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from topreward_msgs.msg import Progress, SuccessDetected
+from topreward_msgs.srv import StartEpisode
 
 from .camera_intake import CameraIntake
 from .core.episode_buffer import EpisodeBuffer
@@ -26,9 +27,12 @@ from .core.scorer import StreamingScorer
 from .core.types import Step
 from .core.worker import EpisodeStream, FailureStats
 from .diagnostics import BatchHealth, Health
-from .episode_records import RecordError, append_record
+from .episode_records import RecordError, append_record, next_episode_id
 from .node_config import NodeConfig
 from .parameters import validate
+
+OUTCOMES = {StartEpisode.Request.OUTCOME_UNKNOWN: "unknown", StartEpisode.Request.OUTCOME_SUCCESS: "success",
+            StartEpisode.Request.OUTCOME_FAILURE: "failure"}  # StartEpisode.previous_outcome -> records' "outcome"
 
 
 def is_compressed_topic(topic: str) -> bool:
@@ -48,7 +52,10 @@ class RobotChannel:
     def __init__(self, node, robot: str, config: NodeConfig, scorer: StreamingScorer, wake: threading.Event,
                  io_group: CallbackGroup) -> None:
         self.node, self.robot, self.config, self.scorer = node, robot, config, scorer
-        self.buffer = EpisodeBuffer(config.schedule, config.instruction, wake)
+        # Ids continue from the records, so that two runs' records never share one.
+        first_id = next_episode_id(config.record_dir, robot) if config.record_dir else 0
+        self.buffer = EpisodeBuffer(config.schedule, config.instruction, wake, first_id)
+        self._outcomes: dict[int, str] = {}  # episode id -> what a learner said happened (StartEpisode)
         self.intake: CameraIntake | None = None
         self.stream: EpisodeStream | None = None
         self.success_count = 0
@@ -70,6 +77,8 @@ class RobotChannel:
         requests = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         self.reset_srv = node.create_service(Trigger, ns + "reset", self.on_reset, callback_group=io_group,
                                              qos_profile=requests)
+        self.start_srv = node.create_service(StartEpisode, ns + "start_episode", self.on_start_episode,
+                                             callback_group=io_group, qos_profile=requests)
         self.instruction_sub = node.create_subscription(String, ns + "instruction", self.on_instruction, 10,
                                                         callback_group=io_group)
         self.reset_client = None
@@ -113,6 +122,7 @@ class RobotChannel:
         self.node.destroy_lifecycle_publisher(self.progress_pub)
         self.node.destroy_lifecycle_publisher(self.success_pub)
         self.node.destroy_service(self.reset_srv)
+        self.node.destroy_service(self.start_srv)
         self.node.destroy_subscription(self.instruction_sub)
         if self.reset_client is not None:
             self.node.destroy_client(self.reset_client)
@@ -156,6 +166,40 @@ class RobotChannel:
     def on_reset(self, request, response):
         episode = self.new_episode(None)
         response.success, response.message = True, f"episode {episode} started"
+        return response
+
+    def on_start_episode(self, request: StartEpisode.Request, response: StartEpisode.Response):
+        """End the episode with the outcome the learner reports and start the next, with a new task or not.
+
+        A refused request changes nothing: not the task, not the episode, not the ended episode's outcome.
+        """
+        text = request.instruction.strip()
+        if request.previous_outcome not in OUTCOMES:
+            return self._refused(response, f"previous_outcome must be 0 (unknown), 1 (success) or 2 (failure), "
+                                           f"got {request.previous_outcome}")
+        if text and (reason := validate("instruction", text)):
+            self.instructions_rejected += 1
+            return self._refused(response, f"instruction rejected: {reason}")
+        ending = self.buffer.episode_id
+        with self._record_lock:  # before the episode ends: the worker writes its record once it sees the next
+            self._outcomes[ending] = OUTCOMES[request.previous_outcome]
+        if text and text != self.buffer.instruction:
+            # Through the parameter, so that it always reads the current task (setting it starts the episode).
+            result = self.node.set_parameters([Parameter(self.param("instruction"), value=text)])[0]
+            if not result.successful:
+                with self._record_lock:
+                    self._outcomes.pop(ending, None)
+                self.instructions_rejected += 1
+                return self._refused(response, f"instruction rejected: {result.reason}")
+            episode = self.buffer.episode_id
+        else:
+            episode = self.new_episode(None)
+        response.success, response.message, response.episode_id = True, f"episode {episode} started", episode
+        return response
+
+    def _refused(self, response: StartEpisode.Response, why: str) -> StartEpisode.Response:
+        self._log.warning(f"start_episode refused: {why}")
+        response.success, response.message, response.episode_id = False, why, self.buffer.episode_id
         return response
 
     def new_episode(self, instruction: str | None) -> int:
@@ -209,8 +253,10 @@ class RobotChannel:
             if episode_id <= self._last_recorded:
                 return
             self._last_recorded = episode_id
+            outcome = self._outcomes.pop(episode_id, "unknown")
         record = episode.record(episode_id, instruction, self.scorer.backend.name, self.config.tau,
                                 self.config.delta_max)
+        record["outcome"] = outcome
         if self.robot:
             record["robot"] = self.robot
         try:

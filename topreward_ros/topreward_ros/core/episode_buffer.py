@@ -30,12 +30,13 @@ class EpisodeSnapshot:
 class EpisodeBuffer:
     """Thread-safe frame schedule of the current episode, with its id and instruction."""
 
-    def __init__(self, config: ScheduleConfig, instruction: str = "", wake: threading.Event | None = None) -> None:
+    def __init__(self, config: ScheduleConfig, instruction: str = "", wake: threading.Event | None = None,
+                 first_episode_id: int = 0) -> None:
         """`wake` is set at every change, for a worker that waits on several buffers at once."""
         self.config = config
         self._cond = threading.Condition()
         self._wake = wake
-        self._episode_id = 0
+        self._episode_id = first_episode_id
         self._instruction = instruction
         self._frames = FrameSchedule(config)
 
