@@ -24,6 +24,7 @@ ARGUMENTS = {
     "robot": ("none", "robot profile: config/<robot>.yaml sets camera topics, tiling and frame size", ROBOTS),
     "params_file": ("", "extra parameter file, applied after the profile (e.g. a threshold.yaml)", None),
     "model": ("", "Qwen3-VL hub id or local checkpoint directory (default: the files' model)", None),
+    "revision": ("", "hub branch, tag or commit of the model (default: the default branch)", None),
     "instruction": ("", "task instruction", None),
     "camera_topic": ("", "score this one camera alone: replaces the profile's camera_topics and sets "
                          "tile_views false, frame_size [256, 256]", None),
@@ -55,7 +56,7 @@ def _node(context):
             raise RuntimeError(f"params_file:={value['params_file']} does not exist")
         parameters.append(value["params_file"])
     overrides = {"use_sim_time": value["use_sim_time"] == "true", "autostart": value["autostart"] == "true"}
-    for name in ("model", "instruction", "device", "dtype"):
+    for name in ("model", "revision", "instruction", "device", "dtype"):
         if value[name]:
             overrides[name] = value[name]
     if value["robots"]:

@@ -62,7 +62,7 @@ class NodeConfig:
         """The configuration of the parameter values `p` (name -> value); raises ConfigError."""
         try:
             return cls(
-                model=ModelConfig(model=p["model"], device=p["device"], dtype=p["dtype"],
+                model=ModelConfig(model=p["model"], revision=p["revision"], device=p["device"], dtype=p["dtype"],
                                   attn_implementation=p["attn_implementation"],
                                   trust_remote_code=p["trust_remote_code"],
                                   allow_pickle_weights=p["allow_pickle_weights"]),

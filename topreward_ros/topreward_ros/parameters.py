@@ -29,6 +29,8 @@ class Param:
 PARAMETERS: tuple[Param, ...] = (
     Param("model", DEFAULT_MODEL, "Qwen3-VL hub id or local checkpoint directory; 'tiny-random' = meaningless "
           "random weights for smoke tests"),
+    Param("revision", "", "hub branch, tag or commit of model ('' = the default branch); the commit loaded is "
+          "reported as model@commit in Progress, records and outputs"),
     Param("device", "auto", "auto (cuda if available), cpu, cuda or cuda:N"),
     Param("dtype", "auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16"),
     Param("attn_implementation", "auto", "auto (flash_attention_2 when installed, else sdpa), sdpa, eager, ..."),
@@ -82,7 +84,7 @@ PARAMETERS: tuple[Param, ...] = (
 RUNTIME_PARAMETERS = frozenset({"instruction", "record_dir", "max_view_skew"})
 # One value for the whole node (the model is loaded once); every other parameter can also be given per
 # robot as <robot>.<name>.
-NODE_PARAMETERS = frozenset({"model", "device", "dtype", "attn_implementation", "trust_remote_code",
+NODE_PARAMETERS = frozenset({"model", "revision", "device", "dtype", "attn_implementation", "trust_remote_code",
                              "allow_pickle_weights", "max_batch", "autostart"})
 ROBOT_PARAMETERS = tuple(p for p in PARAMETERS if p.name not in NODE_PARAMETERS)
 ROBOTS_DESCRIPTION = ("names of the robots this node serves, as a string array or one string of names: each gets "

@@ -153,14 +153,20 @@ class Qwen3VLBackend:
             _check_local_checkpoint(path)
         kwargs = {"trust_remote_code": config.trust_remote_code}
         if path.is_dir():
+            if config.revision:
+                raise ModelLoadError(f"revision {config.revision!r} applies to hub ids, not to the local directory "
+                                     f"{path}")
             source = str(path)
         else:
             source = config.model
-            kwargs["local_files_only"] = _hub_source(config.model)
+            kwargs["revision"] = config.revision or None
+            kwargs["local_files_only"] = _hub_source(config.model, kwargs["revision"])
         try:
             processor = AutoProcessor.from_pretrained(source, **kwargs)
+            # Straight onto the device: an 8B model never passes through a robot PC's host memory whole.
             model = AutoModelForImageTextToText.from_pretrained(
-                source, dtype=dtype, use_safetensors=None if config.allow_pickle_weights else True,
+                source, dtype=dtype, device_map=str(device),
+                use_safetensors=None if config.allow_pickle_weights else True,
                 attn_implementation=_attn_implementation(config.attn_implementation, device), **kwargs,
             )
         except Exception as exc:  # missing files, no hub, corrupt weights, an absent attention package, ...
@@ -170,7 +176,8 @@ class Qwen3VLBackend:
             raise ModelLoadError(f"cannot load model {config.model!r}: {first_line}") from exc
         if model.config.model_type not in _QWEN3_VL_TYPES:
             raise ModelLoadError(f"{config.model!r} is a {model.config.model_type!r} model, not Qwen3-VL")
-        return cls(model.to(device), processor, name)
+        commit = None if path.is_dir() else _cached_commit(source, kwargs["revision"])
+        return cls(model, processor, f"{name}@{commit}" if commit else name)
 
     def tokens_per_frame_pair(self, height: int, width: int) -> int:
         return (height // self.patch_size) * (width // self.patch_size) // self.merge_size**2
@@ -335,7 +342,7 @@ class Qwen3VLBackend:
         return DynamicCache(config=self.model.config.get_text_config())
 
 
-def _hub_reachable(name: str, timeout: float = 5.0) -> bool:
+def _hub_reachable(name: str, revision: str | None = None, timeout: float = 5.0) -> bool:
     """Whether the hub answers about `name`, asked as huggingface_hub itself is configured.
 
     That is HF_ENDPOINT (a mirror), HF_HUB_OFFLINE, HF_TOKEN and the proxy variables. Any answer counts, a 404
@@ -348,7 +355,7 @@ def _hub_reachable(name: str, timeout: float = 5.0) -> bool:
     if constants.HF_HUB_OFFLINE:
         return False
     try:
-        model_info(name, timeout=timeout)
+        model_info(name, revision=revision, timeout=timeout)
     except HfHubHTTPError:
         return True
     except Exception:  # connection refused, name resolution, proxy, timeout: the client's own error types
@@ -356,20 +363,31 @@ def _hub_reachable(name: str, timeout: float = 5.0) -> bool:
     return True
 
 
-def _cached(name: str) -> bool:
+def _cached_config(name: str, revision: str | None = None) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    found = try_to_load_from_cache(name, "config.json", revision=revision)
+    return Path(found) if isinstance(found, str) else None
 
 
-def _hub_source(name: str) -> bool:
+def _cached(name: str, revision: str | None = None) -> bool:
+    return _cached_config(name, revision) is not None
+
+
+def _cached_commit(name: str, revision: str | None) -> str | None:
+    """The commit of a hub model as loaded: the hub client keeps each one in <cache>/snapshots/<commit>/."""
+    config = _cached_config(name, revision)
+    return config.parent.name if config is not None and config.parent.parent.name == "snapshots" else None
+
+
+def _hub_source(name: str, revision: str | None = None) -> bool:
     """Whether a hub id must load from the local cache only; ModelLoadError at once if it cannot load at all.
 
     Without this check the hub client retries for minutes before it fails on a machine that cannot reach it.
     """
-    if _hub_reachable(name):
+    if _hub_reachable(name, revision):
         return False
-    if _cached(name):
+    if _cached(name, revision):
         return True
     raise ModelLoadError(f"cannot load model {name!r}: it is not in the local Hugging Face cache and the hub "
                          "cannot be reached; set model to a local checkpoint directory (e.g. "

@@ -16,6 +16,7 @@ class ModelConfig:
     """Which checkpoint to load, and where and how to run it."""
 
     model: str = DEFAULT_MODEL  # hub id or local directory
+    revision: str = ""  # hub branch, tag or commit ("": the default branch); the commit loaded is in the name
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     attn_implementation: str = "auto"  # auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | ...

@@ -49,6 +49,9 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"hub id or local Qwen3-VL directory (default {DEFAULT_MODEL}); "
                              "'tiny-random' = meaningless random weights, for smoke tests only")
+    parser.add_argument("--revision", default="",
+                        help="hub branch, tag or commit of --model (default: the default branch); the commit "
+                             "loaded is written into the outputs as model@commit")
     parser.add_argument("--sample-fps", type=positive_float, default=2.0, help="frames per second given to the model")
     parser.add_argument("--prefixes", type=prefix_count, default=15,
                         help="number of prefixes to score, spread over the sampled frames, or 'all' (default 15)")
@@ -84,8 +87,8 @@ def load_backend(args: argparse.Namespace):
 
     if args.model == TINY_MODEL_NAME:
         logging.getLogger("topreward").warning(TINY_WARNING)
-    return Qwen3VLBackend.load(ModelConfig(model=args.model, device=args.device, dtype=args.dtype,
-                                           attn_implementation=args.attn))
+    return Qwen3VLBackend.load(ModelConfig(model=args.model, revision=args.revision, device=args.device,
+                                           dtype=args.dtype, attn_implementation=args.attn))
 
 
 def new_scorer(args: argparse.Namespace, instruction: str = "the task"):
