@@ -713,3 +713,77 @@ def test_replay_video_ends_on_sigterm(ros_context, tmp_path):
         spinner.join(5.0)
         peer.destroy_node()
     assert took < 5.0 and "stopped after" in err and replay.returncode == 130, (out, err)
+
+
+# ---------------------------------------------------------------- lifecycle: shutdown, errors, dead threads
+def test_shutdown_frees_what_configure_made_and_asks_the_process_to_end_with_0(harness, tmp_path):
+    h = harness(record_dir=str(tmp_path))
+    for k, frame in enumerate(random_frames(2, seed=960, size=(64, 64))):
+        h.send(frame, 1.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
+    reset = h.peer.create_client(Trigger, "/topreward/reset")
+    assert reset.wait_for_service(5.0)
+    assert h.node.trigger_shutdown() == SUCCESS
+    assert h.node.lifecycle_state == "finalized" and h.node.exit_code == 0
+    assert not h.node.channels and h.node._backend is None and h.node._worker is None
+    assert wait_until(lambda: not reset.service_is_ready())  # the node no longer answers ~/reset
+    assert (tmp_path / "episodes.jsonl").read_text().count("\n") == 1  # the live episode was recorded
+
+
+def test_a_transition_that_raises_leaves_nothing_behind_and_the_next_configure_loads_one_model(harness,
+                                                                                                 monkeypatch):
+    h = harness()
+    assert h.node.trigger_deactivate() == SUCCESS
+    first = h.node._backend
+
+    def broken(group):
+        raise RuntimeError("camera driver exploded (injected)")
+
+    monkeypatch.setattr(h.node.channels[0], "activate", broken)
+    h.node.trigger_activate()  # rclpy catches the exception and runs on_error
+    assert h.node.lifecycle_state == "unconfigured"
+    assert not h.node.channels and h.node._backend is None
+    reset = h.peer.create_client(Trigger, "/topreward/reset")
+    assert wait_until(lambda: not reset.service_is_ready())
+    assert h.node.trigger_configure() == SUCCESS and h.node.trigger_activate() == SUCCESS
+    assert h.node._backend is not None and h.node._backend is not first and len(h.node.channels) == 1
+
+
+DYING_NODE = '''"""reward_node.main() whose ~/reset callback raises: the executor's thread dies of it."""
+import sys
+
+from topreward_ros import reward_node
+from topreward_ros.robot_channel import RobotChannel
+
+
+def on_reset(self, request, response):
+    raise RuntimeError("a callback bug (injected)")
+
+
+RobotChannel.on_reset = on_reset
+sys.exit(reward_node.main(sys.argv[1:]))
+'''
+
+
+def test_a_dead_executor_ends_the_process_non_zero_with_one_line(ros_context, tiny_model_path, tmp_path):
+    import rclpy
+
+    script = tmp_path / "dying_node.py"
+    script.write_text(DYING_NODE)
+    process = subprocess.Popen([sys.executable, str(script), "--ros-args", "-p", f"model:={tiny_model_path}",
+                                "-p", "device:=cpu", "-p", f"instruction:={TASK}"],
+                               env=_env(ros_context.get_domain_id(), tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    peer = rclpy.create_node("dying_peer", context=ros_context)
+    try:
+        reset = peer.create_client(Trigger, "/topreward/reset")
+        assert reset.wait_for_service(120.0), "node did not start"
+        reset.call_async(Trigger.Request())
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        peer.destroy_node()
+    assert process.returncode == 1, out
+    fatal = [line for line in out.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1 and "the executor stopped: RuntimeError: a callback bug (injected)" in fatal[0], out

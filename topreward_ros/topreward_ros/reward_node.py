@@ -182,19 +182,43 @@ class RewardNode(LifecycleNode):
         if self._worker is not None and self._worker.alive:
             self.get_logger().error("cleanup failed: the inference thread is still running and holds the model")
             return TransitionCallbackReturn.FAILURE
-        self._worker = None
-        channels, self.channels = self.channels, []  # first: a diagnostics tick from now on finds nothing
-        self.destroy_timer(self._diag_timer)
-        for channel in channels:
-            channel.destroy()
-        self.destroy_publisher(self._diag_pub)
-        self.configs, self._backend = {}, None
-        _free_accelerator_memory()
+        self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_cameras_and_worker(self.worker_stop_timeout)
+        """From any state: the episodes are recorded, what configure made is freed, and the process ends (0)."""
+        if self.close(self.worker_stop_timeout):
+            self._release()
+        else:  # the thread still holds the model: the process ends all the same, which frees it
+            self.get_logger().warning(f"the inference in flight outlasted {self.worker_stop_timeout:g} s")
+        self.exit_code = 0
         return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: free what configure made, so that the next configure starts from nothing."""
+        self.get_logger().error(f"a transition from {state.label} failed; the node is unconfigured again")
+        if self.close(self.worker_stop_timeout):
+            self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Free what configure made: each robot's topics, services and cameras, diagnostics, and the model."""
+        self._worker = None
+        channels, self.channels = self.channels, []  # first: a diagnostics tick from now on finds nothing
+        if channels:
+            self.destroy_timer(self._diag_timer)
+            for channel in channels:
+                channel.destroy()
+            self.destroy_publisher(self._diag_pub)
+        self.configs, self._backend = {}, None
+        _free_accelerator_memory()
+
+    def inference_error(self) -> str | None:
+        """Why the inference thread ended by itself while the node is active, or None while it serves."""
+        worker = self._worker
+        if worker is None or worker.alive or worker.stopping:
+            return None
+        return f"{type(worker.error).__name__}: {worker.error}" if worker.error else "it ended"
 
     def close(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
         """End for good (SIGINT/SIGTERM): nothing is published after this; the episode records are written.
@@ -257,6 +281,17 @@ def _quiet_model_loading() -> None:
         pass
 
 
+def _spin(executor, error: list[BaseException]) -> None:
+    try:
+        executor.spin()
+    except BaseException as exc:  # noqa: BLE001 (kept for the one log line that names it)
+        error.append(exc)
+
+
+def _describe(error: list[BaseException]) -> str:
+    return f"{type(error[0]).__name__}: {error[0]}" if error else "it returned"
+
+
 def _catch_signals(stop: threading.Event) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -281,10 +316,17 @@ def main(args: list[str] | None = None) -> int:
         return 2
     executor = MultiThreadedExecutor(num_threads=min(2 + len(node.robots or ('',)), 8))
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="topreward-executor", daemon=True)
+    spin_error: list[BaseException] = []
+    spinner = threading.Thread(target=_spin, args=(executor, spin_error), name="topreward-executor", daemon=True)
     spinner.start()
-    while not stop.wait(0.1) and node.exit_code is None and spinner.is_alive():
-        pass
+    while not stop.wait(0.1) and node.exit_code is None:
+        # A dead executor or inference thread ends the process non-zero: systemd's Restart=on-failure and
+        # launch's respawn then start it again.
+        died = (None if spinner.is_alive() else f"the executor stopped: {_describe(spin_error)}") \
+            or (f"the inference thread stopped: {error}" if (error := node.inference_error()) else None)
+        if died:
+            node.get_logger().fatal(died)
+            node.exit_code = 1
     node.get_logger().info("shutting down" if stop.is_set() else f"exiting with status {node.exit_code}")
     node.close()
     executor.shutdown(timeout_sec=1.0)

@@ -196,6 +196,7 @@ class InferenceWorker:
         self.wake = wake or threading.Event()
         self.batches = 0  # batched forward passes of more than one robot
         self.batch_failures = 0  # batched passes that failed (each robot then scored alone)
+        self.error: BaseException | None = None  # what ended the thread, if it ended by itself
         self.on_batch_failure = on_batch_failure
         self._batch_failures_in_a_row = 0
         self._unbatched_at: tuple[int | None, ...] | None = None  # the robots' episodes when batching stopped
@@ -245,6 +246,9 @@ class InferenceWorker:
                 self.wake.wait(0.1)
                 self.wake.clear()  # before polling: a frame that arrives while polling sets it again
                 self.run_round()
+        except BaseException as exc:
+            self.error = exc  # the owner reports it: see RewardNode.inference_error
+            raise
         finally:
             for stream in self.streams:
                 stream.end_episode()
