@@ -8,9 +8,20 @@ import cv2
 import numpy as np
 import pytest
 from conftest import random_frames
-from node_harness import TASK, compressed_msg, diagnostic_values, offline_values, seconds_to_ns, stamp, wait_until
+from node_harness import (
+    RELIABLE,
+    TASK,
+    compressed_msg,
+    diagnostic_values,
+    image_msg,
+    offline_values,
+    seconds_to_ns,
+    stamp,
+    wait_until,
+)
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -456,3 +467,38 @@ def test_episode_ids_continue_from_the_records_after_a_restart(harness, tmp_path
     second.send(random_frames(1, seed=83)[0], 1.0)
     assert wait_until(lambda: bool(second.progress))
     assert second.progress[0].episode_id == 1 + max(r["episode_id"] for r in records(tmp_path))
+
+
+def test_camera_type_comes_from_the_graph_not_the_name(harness):
+    # image_transport's republish names its raw output .../image_decompressed: an Image despite the name.
+    topic = "/cam/image_decompressed"
+    h = harness(camera_topics=[topic], autostart=False)
+    early = h.peer.create_publisher(Image, topic, 10)  # published before the node subscribes
+    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS and \
+        h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert wait_until(lambda: early.get_subscription_count() > 0)
+    assert h.node.channels[0].camera_types()[0] is Image
+    h.send(random_frames(1, seed=84)[0], 1.0, topic=topic)
+    assert wait_until(lambda: bool(h.progress))
+
+
+def test_a_wrong_guess_from_the_name_is_corrected_once_the_topic_is_published(harness, ros_context):
+    import rclpy
+
+    topic = "/late/image_compressed_view"  # the name says compressed; the camera publishes Image, later
+    h = harness(camera_topics=[topic])
+    assert h.node.channels[0].camera_types() == [CompressedImage]  # a guess: nobody publishes yet
+    # The camera in a process of its own (one DDS participant cannot hold both types on one topic).
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=ros_context.get_domain_id())
+    camera = rclpy.create_node("late_camera", context=context)
+    try:
+        pub = camera.create_publisher(Image, topic, RELIABLE)
+        assert wait_until(lambda: pub.get_subscription_count() > 0, 30.0)  # subscribed again, as an Image
+        assert h.node.channels[0].camera_types() == [Image]
+        for k, frame in enumerate(random_frames(2, seed=85)):
+            pub.publish(image_msg(frame, seconds_to_ns(1.0 + 0.5 * k)))
+        assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
+    finally:
+        camera.destroy_node()
+        context.try_shutdown()

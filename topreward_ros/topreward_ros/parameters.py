@@ -39,8 +39,9 @@ PARAMETERS: tuple[Param, ...] = (
           "safetensors only)"),
     Param("instruction", "", "task instruction (at most 1000 characters, any language); a runtime change starts "
           "a new episode. Empty: frames are ignored until a task arrives on ~/instruction"),
-    Param("camera_topics", ["/camera/camera/color/image_raw"], "camera topics; the first is the primary view. A "
-          "topic whose last segment contains 'compressed' is sensor_msgs/CompressedImage, others sensor_msgs/Image"),
+    Param("camera_topics", ["/camera/camera/color/image_raw"], "camera topics; the first is the primary view. Each "
+          "is subscribed with the type its publishers report (Image or CompressedImage); until one publishes, a last "
+          "segment containing 'compressed' is taken for CompressedImage, and a wrong guess is corrected"),
     Param("tile_views", False, "score all camera_topics tiled side by side in one frame (else only the first)"),
     Param("max_view_skew", 0.5, "[s] a secondary view older than this relative to the primary frame is tiled black",
           (0.0, 60.0)),

@@ -35,9 +35,18 @@ OUTCOMES = {StartEpisode.Request.OUTCOME_UNKNOWN: "unknown", StartEpisode.Reques
             StartEpisode.Request.OUTCOME_FAILURE: "failure"}  # StartEpisode.previous_outcome -> records' "outcome"
 
 
+IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
+
+
 def is_compressed_topic(topic: str) -> bool:
-    """CompressedImage when the topic's last name segment says so (`.../compressed`, `.../image_compressed`)."""
+    """A guess from the name alone: the topic's last name segment says compressed (`.../compressed`)."""
     return "compressed" in topic.rstrip("/").rsplit("/", 1)[-1]
+
+
+def published_image_type(node, topic: str) -> type | None:
+    """The image type `topic`'s publishers report in the ROS graph, or None while none does (or they disagree)."""
+    found = {IMAGE_TYPES.get(info.topic_type) for info in node.get_publishers_info_by_topic(topic)}
+    return found.pop() if len(found) == 1 else None
 
 
 def _stamp(stamp_ns: int):
@@ -60,7 +69,12 @@ class RobotChannel:
         self.stream: EpisodeStream | None = None
         self.success_count = 0
         self.instructions_rejected = 0
-        self._camera_subs = []
+        self._camera_subs: list = []  # one subscription per scored camera, in order
+        self._guessed: set[int] = set()  # cameras subscribed by their name's guess: checked against the graph
+        self._retyped: dict[int, type] = {}  # cameras to subscribe again, with the type their topic carries
+        self._type_timer = None
+        self._camera_lock = threading.Lock()  # the type check (io group) against deactivation (transitions)
+        self._io_group = io_group
         self._publish_lock = threading.Lock()  # orders publications against episode resets and shutdown
         self._closing = False
         # Episodes end in increasing id order; close() writes the record of an inference it gave up on, and
@@ -102,20 +116,73 @@ class RobotChannel:
         qos = QoSProfile(depth=intake.qos_depth, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE if intake.qos_reliability == "reliable"
                          else ReliabilityPolicy.BEST_EFFORT)
+        # The type a topic carries is what its publishers say; before any publishes, the name is a guess
+        # (a republished `.../image_decompressed` is an Image), checked again every second until one does.
         for index, topic in enumerate(intake.scored_topics):
-            msg_type = CompressedImage if is_compressed_topic(topic) else Image
-            self._camera_subs.append(self.node.create_subscription(
-                msg_type, topic, lambda msg, i=index: self.intake.on_message(msg, i), qos, callback_group=group))
-            self._log.info(f"camera {index}: {topic} ({msg_type.__name__})")
+            msg_type = published_image_type(self.node, topic)
+            if msg_type is None:
+                msg_type = CompressedImage if is_compressed_topic(topic) else Image
+                self._guessed.add(index)
+            self._camera_subs.append(None)
+            self._subscribe(index, msg_type, qos, group)
+        if self._guessed:
+            self._type_timer = self.node.create_timer(1.0, lambda: self._check_camera_types(qos, group),
+                                                      callback_group=self._io_group)
         self.stream = EpisodeStream(self.scorer, self.buffer, self.config.success, self.on_step,
                                     self.on_episode_end, self.on_worker_error, self.config.max_consecutive_failures,
                                     self.on_worker_halt)
         return self.stream
 
+    def _subscribe(self, index: int, msg_type: type, qos: QoSProfile, group: CallbackGroup) -> None:
+        topic = self.config.intake.scored_topics[index]
+        self._camera_subs[index] = self.node.create_subscription(
+            msg_type, topic, lambda msg, i=index: self.intake.on_message(msg, i), qos, callback_group=group)
+        guess = " (guessed from its name until it is published)" if index in self._guessed else ""
+        self._log.info(f"camera {index}: {topic} ({msg_type.__name__}){guess}")
+
+    def _check_camera_types(self, qos: QoSProfile, group: CallbackGroup) -> None:
+        with self._camera_lock:
+            # A subscription ends only once the executor lets go of it, and one DDS participant cannot hold
+            # a topic with two types: the new subscription is made a tick after the old one was destroyed.
+            for index, msg_type in self._retyped.items():
+                self._subscribe(index, msg_type, qos, group)
+            self._retyped.clear()
+            for index in sorted(self._guessed):
+                self._retype_camera(index)
+            if not self._guessed and not self._retyped and self._type_timer is not None:
+                self.node.destroy_timer(self._type_timer)
+                self._type_timer = None
+
+    def _retype_camera(self, index: int) -> None:
+        """Once `index`'s topic is published: if its type is not the one guessed, drop the subscription."""
+        topic, subscribed = self.config.intake.scored_topics[index], self._camera_subs[index].msg_type
+        published = published_image_type(self.node, topic)
+        if published is None:
+            return
+        self._guessed.discard(index)
+        if published is not subscribed:
+            self._log.warning(f"{topic} carries {published.__name__}, not {subscribed.__name__} as its name "
+                              "suggests: subscribing again")
+            self.node.destroy_subscription(self._camera_subs[index])
+            self._camera_subs[index] = None
+            self._retyped[index] = published
+
+    def camera_types(self) -> list[type]:
+        """The message type each scored camera is subscribed with now."""
+        with self._camera_lock:
+            return [sub.msg_type for sub in self._camera_subs if sub is not None]
+
     def unsubscribe_cameras(self) -> None:
-        for sub in self._camera_subs:
-            self.node.destroy_subscription(sub)
-        self._camera_subs.clear()
+        with self._camera_lock:
+            if self._type_timer is not None:
+                self.node.destroy_timer(self._type_timer)
+                self._type_timer = None
+            for sub in self._camera_subs:
+                if sub is not None:
+                    self.node.destroy_subscription(sub)
+            self._camera_subs.clear()
+            self._guessed.clear()
+            self._retyped.clear()
 
     def destroy(self) -> None:
         self.unsubscribe_cameras()
