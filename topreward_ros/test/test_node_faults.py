@@ -787,3 +787,62 @@ def test_a_dead_executor_ends_the_process_non_zero_with_one_line(ros_context, ti
     assert process.returncode == 1, out
     fatal = [line for line in out.splitlines() if "[FATAL]" in line]
     assert len(fatal) == 1 and "the executor stopped: RuntimeError: a callback bug (injected)" in fatal[0], out
+
+
+@pytest.mark.parametrize("configured_by", ["autostart", "lifecycle service"])
+def test_an_instruction_set_while_the_model_loads_is_the_one_scored(harness, ros_context, monkeypatch, configured_by):
+    """Through the real executor: autostart configures from a timer, which a parameter set can run beside;
+    the lifecycle service and the parameter services share the node's default group (one after the other).
+    """
+    import rclpy
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.executors import SingleThreadedExecutor
+
+    from topreward_ros import reward_node
+
+    loading, release = threading.Event(), threading.Event()
+    real_load = reward_node.Qwen3VLBackend.load
+
+    def gated_load(config):  # the real load, held open as minutes of loading would be
+        loading.set()
+        release.wait(30.0)
+        return real_load(config)
+
+    monkeypatch.setattr(reward_node.Qwen3VLBackend, "load", staticmethod(gated_load))
+    client = rclpy.create_node("instruction_setter", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(client)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    made = []
+    builder = threading.Thread(target=lambda: made.append(harness(autostart=configured_by == "autostart")))
+    builder.start()  # with autostart the harness waits for the node to be active: after the load
+    try:
+        if configured_by == "lifecycle service":
+            builder.join()
+            change = client.create_client(ChangeState, "/topreward/change_state")
+            assert change.wait_for_service(10.0)
+            configured = change.call_async(ChangeState.Request(
+                transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+        assert wait_until(loading.is_set, 60.0)
+        setter = client.create_client(SetParameters, "/topreward/set_parameters")
+        assert setter.wait_for_service(10.0)
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="open the top drawer")
+        was_set = setter.call_async(SetParameters.Request(parameters=[ParameterMsg(name="instruction", value=value)]))
+        wait_until(was_set.done, 2.0)  # lands during the load where the executor lets it; else after configure
+        release.set()
+        builder.join()
+        if configured_by == "lifecycle service":
+            assert wait_until(configured.done) and configured.result().success
+        assert wait_until(was_set.done) and was_set.result().results[0].successful
+    finally:
+        release.set()
+        builder.join()
+        executor.shutdown()
+        client.destroy_node()
+    node = made[0].node
+    assert node.get_parameter("instruction").value == "open the top drawer"
+    assert node.channels[0].buffer.instruction == "open the top drawer"

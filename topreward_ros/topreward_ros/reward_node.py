@@ -53,6 +53,7 @@ class RewardNode(LifecycleNode):
         self._worker: InferenceWorker | None = None
         self.worker_stop_timeout = WORKER_STOP_TIMEOUT
         self._io_group = MutuallyExclusiveCallbackGroup()
+        self._runtime_lock = threading.RLock()  # runtime parameter changes against configure building channels
         # Registered before declaring, so that start-up values are validated too.
         self.add_pre_set_parameters_callback(integers_as_floats)
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -96,10 +97,11 @@ class RewardNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params) -> None:
-        for param in params:
-            for channel in self.channels:
-                if param.name == channel.param(base_name(param.name)):
-                    channel.set_runtime(base_name(param.name), param.value)
+        with self._runtime_lock:  # never between configure reading the values and its channels existing
+            for param in params:
+                for channel in self.channels:
+                    if param.name == channel.param(base_name(param.name)):
+                        channel.set_runtime(base_name(param.name), param.value)
 
     # ---------------------------------------------------------------- lifecycle
     def _run_autostart(self) -> None:
@@ -133,10 +135,13 @@ class RewardNode(LifecycleNode):
             self._backend = None
             _free_accelerator_memory()
             return TransitionCallbackReturn.FAILURE
-        self.configs = configs
-        self._wake = threading.Event()
-        self.channels = [RobotChannel(self, robot, config, scorers[robot], self._wake, self._io_group)
-                         for robot, config in configs.items()]
+        with self._runtime_lock:
+            # A runtime parameter (the instruction above all) set during the minutes of loading was applied to
+            # no channel: the channels start from the values as they are now, and a later set reaches them.
+            self.configs = fleet_configs(self._values(), self.robots)
+            self._wake = threading.Event()
+            self.channels = [RobotChannel(self, robot, config, scorers[robot], self._wake, self._io_group)
+                             for robot, config in self.configs.items()]
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=self._io_group)
         served = f" for robots {', '.join(self.robots)}" if self.robots else ""
