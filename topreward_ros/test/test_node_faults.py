@@ -791,8 +791,10 @@ def test_a_dead_executor_ends_the_process_non_zero_with_one_line(ros_context, ti
 
 @pytest.mark.parametrize("configured_by", ["autostart", "lifecycle service"])
 def test_an_instruction_set_while_the_model_loads_is_the_one_scored(harness, ros_context, monkeypatch, configured_by):
-    """Through the real executor: autostart configures from a timer, which a parameter set can run beside;
-    the lifecycle service and the parameter services share the node's default group (one after the other).
+    """Through the real executor, both ways a node gets configured.
+
+    Autostart configures from a timer, which a parameter set can run beside; the lifecycle service and the
+    parameter services share the node's default callback group, so there the set waits for configure.
     """
     import rclpy
     from lifecycle_msgs.msg import Transition
