@@ -848,3 +848,18 @@ def test_an_instruction_set_while_the_model_loads_is_the_one_scored(harness, ros
     node = made[0].node
     assert node.get_parameter("instruction").value == "open the top drawer"
     assert node.channels[0].buffer.instruction == "open the top drawer"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread dies on purpose
+def test_a_dead_inference_thread_is_named_for_the_process_to_end_non_zero(harness, monkeypatch):
+    h = harness()
+    assert h.node.inference_error() is None
+
+    def broken_poll():
+        raise RuntimeError("buffer bookkeeping bug (injected)")
+
+    monkeypatch.setattr(h.node._worker.streams[0], "poll", broken_poll)
+    h.node._worker.wake.set()
+    assert wait_until(lambda: not h.node._worker.alive)
+    # main() polls this and ends the process with status 1 after one FATAL line (see the executor test).
+    assert h.node.inference_error() == "RuntimeError: buffer bookkeeping bug (injected)"
