@@ -863,3 +863,24 @@ def test_a_dead_inference_thread_is_named_for_the_process_to_end_non_zero(harnes
     assert wait_until(lambda: not h.node._worker.alive)
     # main() polls this and ends the process with status 1 after one FATAL line (see the executor test).
     assert h.node.inference_error() == "RuntimeError: buffer bookkeeping bug (injected)"
+
+
+def test_one_image_of_another_size_is_rejected_and_a_real_change_costs_one_frame(harness, backend):
+    h = harness()
+    frames = random_frames(6, seed=910, size=(64, 64))
+    for k in range(2):
+        h.send(frames[k], 1.0 + 0.5 * k)
+    odd = random_frames(1, seed=911, size=(96, 128))[0]
+    h.send(odd, 2.0)  # on the schedule, another size: it would be resized into the episode
+    for k in range(2, 4):
+        h.send(frames[k], 2.0 + 0.5 * (k - 2))  # the same grid cells, in the episode's own layout
+    assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 4)
+    assert h.rejected() == {"size_changed": 1}
+    reference = offline_values(backend, frames[:4], [1.0, 1.5, 2.0, 2.5])
+    assert all(abs(m.log_prob_true - reference[m.num_frames].log_prob_true) < 1e-4 for m in h.progress)
+    # The camera is reconfigured to 96x128: its first frame in the new size is lost, the next are scored.
+    bigger = random_frames(2, seed=912, size=(96, 128))
+    for k, frame in enumerate(bigger):
+        h.send(frame, 3.0 + 0.5 * k)
+    assert wait_until(lambda: h.progress[-1].num_frames == 5)
+    assert h.rejected() == {"size_changed": 2}

@@ -343,7 +343,7 @@ def test_stamp_going_back_is_rejected_until_reset(harness):
 
 def test_unusual_encodings_converted_and_garbage_survived(harness, backend):
     h = harness()
-    frames = random_frames(3, seed=94)
+    frames = random_frames(3, seed=94, size=(64, 64))  # the size of the yuv422 frame below: one episode, one size
     h.send(frames[0], 1.0, encoding="RGB8")  # upper case, as some drivers write it
     uyvy = Image(height=64, width=64, encoding="yuv422", step=128, data=bytes(64 * 128))
     uyvy.header.stamp.sec = 2

@@ -24,6 +24,11 @@ Stamps (carried as exact integer nanoseconds):
   paused). One stray stamp (another clock, a replay, a corrupt header) is remembered as that candidate
   but never moves the camera's clock, so it cannot make the later good frames look old; after a real
   pause the first frame is lost.
+
+Sizes: an image whose size differs from the camera's kept images of the episode is rejected
+(`size_changed`) unless the camera's message before it had that size too (the camera was reconfigured:
+its first image in the new size is lost). One odd message is never resized into the episode. A change of
+encoding alone is converted exactly and kept.
 """
 from __future__ import annotations
 
@@ -56,6 +61,9 @@ class CameraState:
     episode: int = -1  # the episode `latest` belongs to
     latest: tuple[object, int] | None = None  # (message, stamp [ns]) of a secondary view
     jumped_to: int | None = None  # [ns] the last stamp rejected as a jump: the next may continue from it
+    image_size: tuple[int, int] | None = None  # (width, height) of its newest kept image
+    size_episode: int = -1  # the episode `image_size` belongs to
+    new_size: tuple[int, int] | None = None  # the last size rejected as a change: the next may confirm it
 
     def rate(self, now: float) -> float:
         recent = sum(1 for t in self.receipts if now - t <= _RATE_WINDOW)
@@ -150,16 +158,36 @@ class CameraIntake:
                                      f"(max_stamp_gap {self.config.max_stamp_gap:g} s); kept once the next frame "
                                      "continues from it")
 
+    def _check_image_size(self, camera: CameraState, image_size: tuple[int, int], episode: int) -> None:
+        """Rejected as size_changed if the image's size is not the episode's on this camera.
+
+        Unless the camera's message before it had this new size too: the camera was reconfigured.
+        """
+        kept = camera.image_size if camera.size_episode == episode else None
+        candidate = camera.new_size
+        with self._lock:
+            camera.new_size = None if kept is None or image_size == kept else image_size
+        if camera.new_size is None or candidate == image_size:
+            return
+        raise Rejected("size_changed", f"{image_size[0]}x{image_size[1]} image in an episode of {kept[0]}x{kept[1]} "
+                                         "ones; kept once the next one has that size too")
+
+    def _keep_image_size(self, camera: CameraState, image_size: tuple[int, int], episode: int) -> None:
+        with self._lock:
+            camera.image_size, camera.size_episode, camera.new_size = image_size, episode, None
+
     def _take(self, msg, index: int, camera: CameraState) -> None:
         episode = self.buffer.episode_id
         stamp_ns, unstamped = self._stamp_ns(msg, camera, episode)
         if index > 0:  # a secondary view: checked now, converted only when a primary frame is tiled with it
-            check_message(msg, self.config.max_image_pixels)
+            image_size = check_message(msg, self.config.max_image_pixels)
             latest = camera.latest if camera.episode == episode else None
             if latest is not None and stamp_ns < latest[1]:
                 raise Rejected("stamp_backwards", f"stamp went back {(latest[1] - stamp_ns) / 1e9:.3f} s")
             if latest is not None:
                 self._check_gap(camera, latest[1], stamp_ns)
+            self._check_image_size(camera, image_size, episode)
+            self._keep_image_size(camera, image_size, episode)
             with self._lock:
                 camera.episode, camera.latest = episode, (msg, stamp_ns)
                 camera.unstamped = unstamped
@@ -178,6 +206,7 @@ class CameraIntake:
             if not self.buffer.instruction:
                 self._warn("no instruction yet: publish one on ~/instruction")
             return
+        image_size = check_message(msg, self.config.max_image_pixels)  # cheap: the header only
         # Each view is converted straight to the size it takes in the frame (cheaper, same pixels).
         size = self.buffer.config.frame_size
         columns = column_sizes(len(self.cameras), size)  # one camera: its column is the frame
@@ -187,11 +216,13 @@ class CameraIntake:
             primary = to_rgb(msg, self.config.max_image_pixels, columns[0])
         finally:  # a rejected primary frame still waits for its views: they use the camera states
             views = [future.result() for future in secondaries]
+        self._check_image_size(camera, image_size, ticket)  # after converting: a broken image is rejected for that
         frame = tile_views([primary, *views], size) if views else primary
         # Dropped if a reset came in meanwhile: a frame of the old episode never starts the next one.
         if self.buffer.offer(frame, t, ticket, stamp_ns):
             with self._lock:
                 camera.episode, camera.unstamped = ticket, unstamped
+            self._keep_image_size(camera, image_size, ticket)
             self.frame_id = msg.header.frame_id
 
     def _secondary(self, camera: CameraState, stamp_ns: int, episode: int,

@@ -91,7 +91,7 @@ def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS, size: tuple[int, int
     return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_RGB[encoding])
 
 
-def _check_compressed(msg, max_pixels: int) -> np.ndarray:
+def _check_compressed(msg, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
     data = np.frombuffer(msg.data, np.uint8)
     if data.size == 0:
         raise ImageConversionError("empty", "empty compressed image")
@@ -107,15 +107,19 @@ def _check_compressed(msg, max_pixels: int) -> np.ndarray:
         raise ImageConversionError("decode_failed", f"cannot decode compressed image (format {msg.format!r}): no "
                                                     "JPEG frame header before the image data")
     _check_size(*size, max_pixels)
-    return data
+    return data, size
 
 
-def check_message(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Raise ImageConversionError for what can be found wrong without decoding (cheap: no pixel copied)."""
+def check_message(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The image's (width, height), read without decoding.
+
+    Raises ImageConversionError for what can be found wrong without decoding (cheap: no pixel copied).
+    """
     if hasattr(msg, "encoding"):
-        _raw_pixels(msg, max_pixels)
-    else:
-        _check_compressed(msg, max_pixels)
+        _, pixels = _raw_pixels(msg, max_pixels)
+        return pixels.shape[1], pixels.shape[0]
+    _, size = _check_compressed(msg, max_pixels)
+    return size
 
 
 def to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -129,7 +133,7 @@ def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS, size: tuple[int
 
     At `size` = (height, width) if given.
     """
-    data = _check_compressed(msg, max_pixels)
+    data, _ = _check_compressed(msg, max_pixels)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ImageConversionError("decode_failed", f"cannot decode compressed image (format {msg.format!r})")
