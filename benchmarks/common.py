@@ -72,7 +72,7 @@ def add_common_args(parser: argparse.ArgumentParser, default_model: str = "mid")
 def load_backend(name: str, device: str = "cpu", dtype: str = "float32") -> Qwen3VLBackend:
     """A named random shape built in memory, or anything Qwen3VLBackend.load accepts."""
     if name not in SHAPES:
-        return Qwen3VLBackend.load(ModelConfig(name, device, dtype))
+        return Qwen3VLBackend.load(ModelConfig(model=name, device=device, dtype=dtype))
     from topreward_ros.core.backend import resolve_device, resolve_dtype
 
     text, vision, _ = SHAPES[name]

@@ -16,12 +16,12 @@ class ModelConfig:
     """Which checkpoint to load, and where and how to run it."""
 
     model: str = DEFAULT_MODEL  # hub id or local directory
-    revision: str = ""  # hub branch, tag or commit ("": the default branch); the commit loaded is in the name
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     attn_implementation: str = "auto"  # auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | ...
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False  # .bin/.pt weights can run code when unpickled: safetensors only unless set
+    revision: str = ""  # hub branch, tag or commit ("": the default branch); the commit loaded is in the name
 
 
 FRAME_SIZE_MULTIPLE = 32  # Qwen3-VL: 16-pixel patches, merged 2x2 into one token
