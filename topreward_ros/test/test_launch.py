@@ -240,14 +240,16 @@ def test_frames_come_back_as_progress_with_camera_topic_and_params_file(launch_e
 
 def test_autostart_false_then_lifecycle_set_then_repeated_ctrl_c(launch_env, tiny_model_path):
     def ros2(*args: str) -> subprocess.CompletedProcess:
-        # Without the daemon the CLI discovers the graph afresh each call; on a busy machine it can miss the
-        # node, so a "Node not found" is tried again.
-        for _ in range(10):
-            result = subprocess.run(["ros2", *args, "--no-daemon", "--spin-time", "2"], env=launch_env,
+        # Without the daemon the CLI discovers the graph afresh each call, within --spin-time; on a busy
+        # machine (two CPU hogs beside a cold setup) ten 2 s windows in a row missed the node, so a "Node not
+        # found" is tried again with a longer window, for up to two minutes.
+        deadline, spin = time.monotonic() + 120.0, 2
+        while True:
+            result = subprocess.run(["ros2", *args, "--no-daemon", "--spin-time", str(spin)], env=launch_env,
                                     capture_output=True, text=True, timeout=120)
-            if "Node not found" not in result.stderr:
-                break
-        return result
+            if "Node not found" not in result.stderr or time.monotonic() > deadline:
+                return result
+            spin = min(2 * spin, 16)
 
     launch = Launch(launch_env, f"model:={tiny_model_path}", "device:=cpu", "autostart:=false",
                     "instruction:=open the drawer", "log_level:=debug")
