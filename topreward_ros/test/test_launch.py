@@ -216,7 +216,7 @@ def test_frames_come_back_as_progress_with_camera_topic_and_params_file(launch_e
         client.create_subscription(Progress, "/topreward/progress", got.append, 10)
         pub = client.create_publisher(CompressedImage, "/one/cam/image_raw/compressed", 10)
         get = client.create_client(GetParameters, "/topreward/get_parameters")
-        assert get.wait_for_service(timeout_sec=10)
+        assert get.wait_for_service(timeout_sec=GRAPH_WAIT)
         future = get.call_async(GetParameters.Request(names=["camera_topics", "tile_views", "frame_size",
                                                              "success_threshold", "instruction"]))
         assert client.spin_until(future.done)
