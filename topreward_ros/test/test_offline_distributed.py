@@ -24,7 +24,7 @@ FAST = ["--frame-size", "64", "--prefixes", "3", "-q"]
 # sampled), so a run killed once rank 0's part has a line is reliably killed before the merge. Position 5, a
 # missing video, is skipped by rank 1.
 EPISODES = [(12, True), (14, False), (1000, True), (12, False), (1000, False)]
-MERGED = ("episodes.jsonl", "summary.json", "threshold.yaml")
+MERGED = ("curves.jsonl", "summary.json", "threshold.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +116,14 @@ def test_resume_after_a_kill_with_two_ranks_finishes_with_one(manifest, referenc
     out = tmp_path / "out"
     args = ["eval", str(manifest), "--out", str(out), "--model", str(tiny_model_path), *FAST]
     proc = torchrun(2, *args)
-    part0 = out / "parts/rank-00000-of-00002/episodes.jsonl"
+    part0 = out / "parts/rank-00000-of-00002/curves.jsonl"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and lines(part0) < 1 and proc.poll() is None:
         time.sleep(0.01)
     for pid in [*children(proc.pid), proc.pid]:  # both ranks and the agent, as a crashed node would
         os.kill(pid, signal.SIGKILL)
     printed, _ = proc.communicate()
-    assert 1 <= lines(part0) < 3 and not (out / "episodes.jsonl").exists(), f"not killed part-way:\n{printed}"
+    assert 1 <= lines(part0) < 3 and not (out / "curves.jsonl").exists(), f"not killed part-way:\n{printed}"
     assert main([*args, "--resume"]) == 0
     same_files(out, reference)
     assert not (out / "parts").exists()
@@ -135,5 +135,5 @@ def test_label_two_ranks_write_what_one_process_writes(tiny_model_path, tmp_path
     assert main(["label", str(dataset), "--out", str(tmp_path / "one.parquet"), *common]) == 0
     finished(torchrun(2, "label", str(dataset), "--out", str(tmp_path / "two.parquet"), *common))
     assert (tmp_path / "two.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
-    assert (tmp_path / "two.episodes.jsonl").read_bytes() == (tmp_path / "one.episodes.jsonl").read_bytes()
+    assert (tmp_path / "two.curves.jsonl").read_bytes() == (tmp_path / "one.curves.jsonl").read_bytes()
     assert not (tmp_path / "two.parts").exists()

@@ -15,6 +15,7 @@ from offline_data import write_bag, write_lerobot_v3, write_lerobot_v21, write_m
 from sklearn.metrics import roc_auc_score
 
 from topreward_ros.core.cli import main
+from topreward_ros.core.offline.readers import SourceError, SourceOptions, read_source
 
 FAST = ["--frame-size", "64", "--prefixes", "4"]
 
@@ -36,7 +37,7 @@ def run_eval(source, out, model, *extra) -> int:
 
 
 def episodes(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
 
 
 def test_manifest_summary_threshold_and_plots(manifest, tiny_model_path, tmp_path, capsys):
@@ -166,7 +167,7 @@ def test_resume_after_a_killed_run_gives_the_same_files(manifest, tiny_model_pat
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "topreward_ros.core.cli", "eval", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "episodes.jsonl"
+    log = out / "curves.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (log.is_file() and log.read_text().count("\n") >= 1):
         time.sleep(0.02)
@@ -178,5 +179,60 @@ def test_resume_after_a_killed_run_gives_the_same_files(manifest, tiny_model_pat
     # the summary's rewrite (a crash can always fall there; --resume below rebuilds the summary).
     assert done - 1 <= json.loads((out / "summary.json").read_text())["episodes_scored"] <= done
     assert main(["eval", *args, "--out", str(out), "--resume"]) == 0
-    for name in ("episodes.jsonl", "summary.json", "threshold.yaml"):
+    for name in ("curves.jsonl", "summary.json", "threshold.yaml"):
         assert (out / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+
+
+def write_records(folder, rows) -> None:
+    """Node records as the node writes them (OnlineEpisode.record), one per (model, outcome, values) row."""
+    from topreward_ros.core.episode_records import append_record
+    from topreward_ros.core.online import OnlineEpisode
+    from topreward_ros.core.types import PrefixScore
+
+    for k, (model, outcome, values) in enumerate(rows):
+        episode = OnlineEpisode()
+        for n, value in enumerate(values, start=1):
+            episode.update(PrefixScore(n, 0.5 * n, 0.5 * (n - 1), value, value - 1.0))
+        append_record(folder, {**episode.record(k, "open the drawer", model), "outcome": outcome})
+
+
+def test_records_bad_lines_are_skipped_and_one_model_is_calibrated(tmp_path, capsys):
+    records = tmp_path / "records"
+    write_records(records, [("old-model", "success", [-3.0, -1.0, -0.5]),
+                            ("new-model", "success", [-4.0, -2.0, -0.2]),
+                            ("new-model", "failure", [-4.0, -3.5, -3.0]),
+                            ("new-model", "success", [-2.0, float("nan"), -0.1]),
+                            ("new-model", "maybe", [-2.0, -1.0, -0.1]),
+                            ("new-model", "failure", [-3.0, -2.5, -2.0])])
+    with open(records / "episodes.jsonl", "a") as f:
+        f.write('{"episode_id": 6, "log_prob_tr')  # a line cut short by a crash
+    out = tmp_path / "eval"
+    assert main(["eval", str(records / "episodes.jsonl"), "--out", str(out), "-q"]) == 0  # the file itself works too
+    err = capsys.readouterr().err
+    expected = {"episode 0": "scored by old-model, not new-model", "episode 3": "a non-finite value",
+                "episode 4": "unknown outcome 'maybe'", "line 7": "not valid JSON"}
+    skipped = [line for line in err.splitlines() if line.startswith("topreward: skipped")]
+    assert len(skipped) == len(expected)
+    for line, (key, cause) in zip(skipped, expected.items(), strict=True):
+        assert line.startswith(f"topreward: skipped {key} ") and cause in line, line
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes_scored"] == 3 and summary["model"] == "new-model"
+    # The success scores (-0.2+-2-4)/3 > (-2+-2.5+-3)/3 > (-3-3.5-4)/3 separate the labels: AUC 1.
+    assert summary["success_detection"]["roc_auc"] == 1.0
+    threshold = summary["success_detection"]["suggested_threshold"]
+    assert np.mean([-3.0, -2.5, -2.0]) < threshold < np.mean([-4.0, -2.0, -0.2])
+    with pytest.raises(SourceError, match="holds node records"):  # the frame readers: records have no frames
+        read_source(records, None, SourceOptions())
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["eval", "{records}", "--out", "{out}", "--static-check"], "--static-check and --resume need frames"),
+    (["eval", "{empty}", "--out", "{out}", "--format", "records"], "holds no node records"),
+])
+def test_records_where_frames_are_needed_exit_2(argv, expect, tmp_path, capsys):
+    write_records(tmp_path / "records", [("m", "success", [-1.0, -0.5])])
+    (tmp_path / "empty").mkdir()
+    paths = {"records": tmp_path / "records", "empty": tmp_path / "empty", "out": tmp_path / "out"}
+    assert main([a.format(**paths) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert expect in err and "Traceback" not in err

@@ -38,7 +38,7 @@ def test_label_file_has_lerobots_schema(dataset, tiny_model_path, capsys):
     assert table["frame_index"].to_pylist() == [k for n in LENGTHS for k in range(n)]
     assert table["episode_index"].to_pylist() == [e for e, n in enumerate(LENGTHS) for _ in range(n)]
     # Per episode: min-max of the 4 sparse prefix values, interpolated over frame numbers.
-    curves = [json.loads(line) for line in (dataset / "topreward_progress.episodes.jsonl").read_text().splitlines()]
+    curves = [json.loads(line) for line in (dataset / "topreward_progress.curves.jsonl").read_text().splitlines()]
     sparse = np.asarray(table["progress_sparse"])
     start = 0
     for curve, n in zip(curves, LENGTHS, strict=True):

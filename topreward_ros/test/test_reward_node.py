@@ -502,3 +502,42 @@ def test_a_wrong_guess_from_the_name_is_corrected_once_the_topic_is_published(ha
     finally:
         camera.destroy_node()
         context.try_shutdown()
+
+
+def test_record_dir_is_an_eval_source_values_as_scored_outcomes_as_labels(harness, tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+
+    from topreward_msgs.srv import StartEpisode
+    from topreward_ros.core.cli import main
+
+    records_dir = tmp_path / "records"
+    h = harness(record_dir=str(records_dir))
+    success, failure = StartEpisode.Request.OUTCOME_SUCCESS, StartEpisode.Request.OUTCOME_FAILURE
+    outcomes = [success, failure, success, failure, StartEpisode.Request.OUTCOME_UNKNOWN]
+    for episode, outcome in enumerate(outcomes):
+        for k, frame in enumerate(random_frames(4, seed=90 + episode)):
+            h.send(frame, 1.0 + 10.0 * episode + 0.5 * k)
+        assert wait_until(lambda e=episode: h.progress and h.progress[-1].episode_id == e and
+                          h.progress[-1].num_frames == 4)
+        assert start_episode(h, "", outcome).success
+    h.send(random_frames(1, seed=99)[0], 100.0)  # the worker notices the new episode and records the last one
+    assert wait_until(lambda: (records_dir / "episodes.jsonl").exists() and len(records(records_dir)) == 5)
+    h.close()
+    out = tmp_path / "eval"
+    # The default model is never loaded: nothing is scored again (the hub is offline in tests).
+    assert main(["eval", str(records_dir), "--out", str(out), "-q"]) == 0, capsys.readouterr().err
+    curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    assert [c["key"] for c in curves] == [f"episode {k}" for k in range(5)]
+    for curve, record in zip(curves, records(records_dir), strict=True):
+        assert curve["log_prob_true"] == record["log_prob_true"]  # the values as published, not rescored
+        assert curve["prefix_lengths"] == record["num_frames"] and curve["model"] == record["model"]
+        assert curve["success_score"] == pytest.approx(np.mean(record["log_prob_true"][-3:]))
+    assert [c["success"] for c in curves] == [True, False, True, False, None]
+    summary = json.loads((out / "summary.json").read_text())
+    detection = summary["success_detection"]
+    assert summary["format"] == "records" and detection["labelled"] == 4 and detection["successes"] == 2
+    labelled = curves[:4]
+    assert detection["roc_auc"] == pytest.approx(roc_auc_score([c["success"] for c in labelled],
+                                                               [c["success_score"] for c in labelled]))
+    assert (out / "threshold.yaml").exists() and (out / "roc.png").exists()
+    assert summary["online_detection"]["labelled"] == 4

@@ -22,12 +22,12 @@ from topreward_msgs.srv import StartEpisode
 
 from .camera_intake import CameraIntake
 from .core.episode_buffer import EpisodeBuffer
+from .core.episode_records import RecordError, append_record, next_episode_id
 from .core.online import OnlineEpisode
 from .core.scorer import StreamingScorer
 from .core.types import Step
 from .core.worker import EpisodeStream, FailureStats
 from .diagnostics import BatchHealth, Health
-from .episode_records import RecordError, append_record, next_episode_id
 from .node_config import NodeConfig
 from .parameters import validate
 

@@ -13,7 +13,7 @@ from .scorer import StreamingScorer
 
 @dataclass
 class Curve:
-    """One episode's scored prefixes: the JSON of `topreward score --out` and one line of `episodes.jsonl`.
+    """One episode's scored prefixes: the JSON of `topreward score --out` and one line of `curves.jsonl`.
 
     One schema whichever command wrote it; the fields after `delta_max` say where the episode came from
     and how it was scored, and are left at their defaults where that does not apply.
@@ -43,6 +43,7 @@ class Curve:
     static_log_prob_true: list[float] | None = None
     static_normalized: list[float] | None = None
     static_voc: float | None = None
+    detected: bool | None = None  # node records: whether the node reported success online; None offline
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..curve import Curve
 from ..offline.distributed import Parts, World, world_from_env
 from ..offline.episode import Episode, Skipped, SourceError
-from ..offline.evaluate import EpisodeLog, Outcome, ScoringConfig, evaluate, select
+from ..offline.evaluate import CurveLog, Outcome, ScoringConfig, evaluate, select
 from ..offline.readers import FORMATS, SourceOptions, detect_format, read_source
 from .common import (
     UsageError,
@@ -29,8 +29,9 @@ from .common import (
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score many recorded episodes: VOC, ROC-AUC, suggested success_threshold, plots")
     p.add_argument("source", type=Path, help="manifest (.jsonl/.csv), LeRobot dataset folder, ROS 2 bag (or folder "
-                                             "of bags) or a video file")
-    p.add_argument("--out", type=Path, required=True, help="folder for episodes.jsonl, summary.json, threshold.yaml, "
+                                             "of bags), a video file, or a node's record_dir (the values scored "
+                                             "online, outcomes as labels: no model is loaded)")
+    p.add_argument("--out", type=Path, required=True, help="folder for curves.jsonl, summary.json, threshold.yaml, "
                                                            "curves.png, voc.png, roc.png")
     add_source_options(p)
     p.add_argument("--static-check", action="store_true",
@@ -111,7 +112,7 @@ def run_episodes(args: argparse.Namespace, listing: Listing, parts: Parts, confi
         done = parts.done() if args.resume else {}
         check_resumable(done.values(), config, args.model, parts.merged.parent)
         world.barrier()  # every rank has read the others' parts before any appends to its own
-        outcome = score_share(args, world.share(listing.items), EpisodeLog(parts.part(world)), config, done, world,
+        outcome = score_share(args, world.share(listing.items), CurveLog(parts.part(world)), config, done, world,
                               after_each)
         ranks = world.gather((outcome.skipped, outcome.resumed, outcome.interrupted))  # waits for the slowest
     finally:
@@ -132,7 +133,7 @@ def run_episodes(args: argparse.Namespace, listing: Listing, parts: Parts, confi
     return world, whole
 
 
-def score_share(args: argparse.Namespace, items: list[Episode | Skipped], log: EpisodeLog, config: ScoringConfig,
+def score_share(args: argparse.Namespace, items: list[Episode | Skipped], log: CurveLog, config: ScoringConfig,
                 done: dict[str, Curve], world: World, after_each: Callable[[Outcome, Path], None]) -> Outcome:
     """Score this rank's episodes: a progress bar on rank 0's terminal, one line per episode, the caller's files."""
     from tqdm import tqdm
@@ -174,8 +175,9 @@ def score_share(args: argparse.Namespace, items: list[Episode | Skipped], log: E
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..offline.plots import write_plots
-    from ..offline.summary import summarize, summary_lines, write_summary
+    if (args.format or detect_format(args.source)) == "records":
+        return run_records(args)
+    from ..offline.summary import summarize, write_summary
 
     listing = list_source(args)
     check_writable_dir(args.out)
@@ -185,18 +187,55 @@ def run(args: argparse.Namespace) -> int:
         # This rank's summary so far, beside its part (in a single process: the output folder itself).
         write_summary(folder, summarize(outcome.curves, outcome.skipped, str(args.source), listing.fmt))
 
-    world, outcome = run_episodes(args, listing, Parts(args.out / "episodes.jsonl", args.out / "parts"), config,
+    world, outcome = run_episodes(args, listing, Parts(args.out / "curves.jsonl", args.out / "parts"), config,
                                   after_each=save)
     if not world.is_main:
         return 130 if outcome.interrupted else 0
+    return report(args, outcome, listing.fmt)
+
+
+def run_records(args: argparse.Namespace) -> int:
+    """A node's record_dir: the curves as scored online, summarized and calibrated without a model."""
+    from ..offline.readers.records import read_records
+
+    if args.static_check or args.resume:
+        raise UsageError("node records hold the values scored online: --static-check and --resume need frames to "
+                         "score")
+    try:
+        items = select(read_records(args.source, args.tau, args.delta_max), args.episodes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    check_writable_dir(args.out)
+    outcome = Outcome(curves=[c for c in items if isinstance(c, Curve)],
+                      skipped=[s for s in items if isinstance(s, Skipped)])
+    log = CurveLog(args.out / "curves.jsonl")
+    log.start(resume=False)
+    for curve in outcome.curves:
+        log.append(curve)
+    for skip in outcome.skipped:
+        print(f"topreward: skipped {skip.key} ({skip.source}): {skip.reason}", file=sys.stderr)
+    if not args.quiet and outcome.curves:
+        from ..offline.summary import episode_line, table_header
+
+        print(table_header(False))
+        for curve in outcome.curves:
+            print(episode_line(curve))
+    return report(args, outcome, "records")
+
+
+def report(args: argparse.Namespace, outcome: Outcome, fmt: str) -> int:
+    """Summary, threshold and plots of a finished (or interrupted) run on rank 0; the exit status."""
+    from ..offline.plots import write_plots
+    from ..offline.summary import summarize, summary_lines, write_summary
+
     curves = outcome.curves
-    summary = summarize(curves, outcome.skipped, str(args.source), listing.fmt)
+    summary = summarize(curves, outcome.skipped, str(args.source), fmt)
     write_summary(args.out, summary)
     write_plots(args.out, curves, summary)
     if not args.quiet or outcome.interrupted:
         for line in summary_lines(summary):
             print(line)
-        print(f"wrote {args.out}/episodes.jsonl, summary.json" + (", threshold.yaml" if (
+        print(f"wrote {args.out}/curves.jsonl, summary.json" + (", threshold.yaml" if (
             summary["success_detection"]["suggested_threshold"] is not None) else "") + ", curves.png, voc.png"
             + (", roc.png" if summary["success_detection"]["roc_auc"] is not None else ""))
     if outcome.interrupted:

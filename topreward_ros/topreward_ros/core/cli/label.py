@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     # --dense scores every sampled frame once; the sparse column uses the K-prefix subset of the same values.
     config = scoring_config(args, None if args.dense else args.prefixes)
-    parts = Parts(out.with_name(f"{out.stem}.episodes.jsonl"), out.with_name(f"{out.stem}.parts"))
+    parts = Parts(out.with_name(f"{out.stem}.curves.jsonl"), out.with_name(f"{out.stem}.parts"))
     world, outcome = run_episodes(args, listing, parts, config)
     if not world.is_main:
         return 130 if outcome.interrupted else 0

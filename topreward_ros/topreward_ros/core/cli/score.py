@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
               leave=False) as bar:
         curve = score_curve(scorer, lengths, args.tau, args.delta_max, on_prefix=lambda n: bar.update())
     seconds = time.perf_counter() - start
-    # The same record as one line of `topreward eval`'s episodes.jsonl.
+    # The same record as one line of `topreward eval`'s curves.jsonl.
     settings = ScoringConfig(schedule=schedule, prompt=prompt_config(args), prefixes=args.prefixes).settings()
     curve = replace(curve, key=args.video.name, source=str(args.video), settings=settings)
     if not args.quiet:

@@ -2,9 +2,9 @@
 
 Launched by `torchrun --nproc-per-node N -m topreward_ros.core.cli eval ...`, each rank scores the episodes whose
 position in the source's order is its rank modulo the world size, writes them to a part of its own
-(`parts/rank-00003-of-00008/episodes.jsonl`) and, after a barrier, rank 0 merges every part into the one
-`episodes.jsonl` a single process would have written: same order (the source's), same lines. A plain
-`topreward eval` is the world of size 1 of the same code: its part is `episodes.jsonl` itself, no process group.
+(`parts/rank-00003-of-00008/curves.jsonl`) and, after a barrier, rank 0 merges every part into the one
+`curves.jsonl` a single process would have written: same order (the source's), same lines. A plain
+`topreward eval` is the world of size 1 of the same code: its part is `curves.jsonl` itself, no process group.
 
 Episodes are told apart by their key, never by rank, so `--resume` skips whatever any part or the merged file
 holds, whichever world size wrote it.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..curve import Curve
 from ..output_files import TEMP_SUFFIX, write_atomic
-from .evaluate import EPISODES_FILE
+from .evaluate import CURVES_FILE
 
 # Ranks that finish early wait at the final barrier for the slowest; a long episode must not time them out.
 BARRIER_TIMEOUT = datetime.timedelta(hours=24)
@@ -103,11 +103,11 @@ def world_from_env(device: str) -> tuple[World, str]:
 class Parts:
     """Where the ranks of any world size keep their episodes, and the merged file made from them."""
 
-    merged: Path  # the episodes file a single process writes (eval: DIR/episodes.jsonl)
+    merged: Path  # the curves file a single process writes (eval: DIR/curves.jsonl)
     root: Path  # the folder of the parts (eval: DIR/parts)
 
     def part(self, world: World) -> Path:
-        """This rank's episodes file: the merged file itself in a single process."""
+        """This rank's curves file: the merged file itself in a single process."""
         if world.size == 1:
             return self.merged
         return self.root / f"rank-{world.rank:05d}-of-{world.size:05d}" / self.merged.name
@@ -160,13 +160,13 @@ class Parts:
         position = {key: k for k, key in enumerate(order)}
         curves = sorted(self.done().values(), key=lambda c: position.get(c.key, len(position)))
         write_atomic(self.merged, "".join(json.dumps(c.to_json(), allow_nan=False) + "\n" for c in curves),
-                     EPISODES_FILE)
+                     CURVES_FILE)
         self.remove_parts()
         return curves
 
 
 def read_curves(path: Path) -> list[Curve]:
-    """The complete lines of an episodes file; a last line cut short by a crash is ignored, the file untouched."""
+    """The complete lines of an curves file; a last line cut short by a crash is ignored, the file untouched."""
     curves = []
     with path.open("rb") as f:
         for line in f:

@@ -1,4 +1,4 @@
-"""Score episodes one after the other and keep every finished one in `episodes.jsonl` at once.
+"""Score episodes one after the other and keep every finished one in `curves.jsonl` at once.
 
 Knows nothing of formats: it takes `Episode`s from any reader. The model is loaded only when the first
 episode that needs it has been read, so a bad source fails in a second rather than after minutes.
@@ -82,11 +82,11 @@ def score_episode(scorer, episode: Episode, sampled: FrameSchedule, config: Scor
     return curve
 
 
-EPISODES_FILE = json_with("log_prob_true", "prefix_lengths")  # an episodes.jsonl: one Curve a line
+CURVES_FILE = json_with("log_prob_true", "prefix_lengths")  # an curves.jsonl: one Curve a line
 
 
-class EpisodeLog:
-    """`episodes.jsonl`: one curve per line, flushed to disk as each episode finishes."""
+class CurveLog:
+    """`curves.jsonl`: one curve per line, flushed to disk as each episode finishes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -113,16 +113,16 @@ class EpisodeLog:
     def start(self, resume: bool) -> list[Curve]:
         """Ready to append: kept as it is (a cut last line dropped) with `resume`, else emptied; created if missing.
 
-        Never through a symbolic link, never over a file that is not an episodes file (core/output_files.py).
+        Never through a symbolic link, never over a file that is not an curves file (core/output_files.py).
         """
-        claim(self.path, EPISODES_FILE)
+        claim(self.path, CURVES_FILE)
         if resume and self.path.is_file():
             return self.load()
-        write_atomic(self.path, "", EPISODES_FILE)
+        write_atomic(self.path, "", CURVES_FILE)
         return []
 
     def append(self, curve: Curve) -> None:
-        with open_append(self.path, EPISODES_FILE) as f:
+        with open_append(self.path, CURVES_FILE) as f:
             f.write(json.dumps(curve.to_json(), allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -151,7 +151,7 @@ def select(items: list, spec: str | None) -> list:
         raise ValueError(f"--episodes expects A:B or A,B,C (positions), got {spec!r}") from None
 
 
-def evaluate(items: Iterable[Episode | Skipped], log: EpisodeLog, config: ScoringConfig,
+def evaluate(items: Iterable[Episode | Skipped], log: CurveLog, config: ScoringConfig,
              scorer_factory: Callable[[], object], done: dict[str, Curve] | None = None, resume: bool = False,
              on_event: Callable[[str, object], None] = lambda kind, value: None,
              on_prefix: Callable[[int], None] | None = None) -> Outcome:

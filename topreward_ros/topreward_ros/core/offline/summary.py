@@ -42,8 +42,17 @@ def summarize(curves: list[Curve], skipped: list[Skipped], source: str, fmt: str
         detection.update(roc_auc=roc_auc(scores, labels), suggested_threshold=choice.threshold,
                          criterion=choice.criterion, tpr=choice.tpr, fpr=choice.fpr, youden_j=choice.youden_j)
     else:
-        detection["note"] = "needs labelled successes and failures (manifest 'success' column)"
+        detection["note"] = ("needs labelled successes and failures (a manifest's 'success' column, or the outcomes "
+                             "a learner gave ~/start_episode in node records)")
     summary["success_detection"] = detection
+    online = [c for c in labelled if c.detected is not None]
+    if online:  # node records: how the threshold the robot ran with did on the same episodes
+        hits = sum(c.detected and c.success for c in online)
+        false_alarms = sum(c.detected and not c.success for c in online)
+        successes, failures = sum(c.success for c in online), sum(not c.success for c in online)
+        summary["online_detection"] = {
+            "labelled": len(online), "detected_successes": hits, "false_alarms": false_alarms,
+            "tpr": hits / successes if successes else None, "fpr": false_alarms / failures if failures else None}
     return summary
 
 
@@ -98,4 +107,9 @@ def summary_lines(summary: dict) -> list[str]:
         if d["youden_j"] <= 0:
             lines.append("  warning: the success scores do not separate successes from failures (J <= 0): this "
                          "threshold is no better than chance; do not deploy it")
+    online = summary.get("online_detection")
+    if online:
+        lines.append(f"online, the node reported {online['detected_successes']} of the labelled successes and "
+                     f"{online['false_alarms']} false alarm(s) on {online['labelled']} labelled episodes (TPR "
+                     f"{_fmt(online['tpr'])}, FPR {_fmt(online['fpr'])})")
     return lines

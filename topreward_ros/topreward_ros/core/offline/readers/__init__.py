@@ -11,10 +11,11 @@ from pathlib import Path
 from ..episode import Episode, Skipped, SourceError
 from .lerobot import is_lerobot_dataset, read_lerobot
 from .manifest import MANIFEST_SUFFIXES, read_manifest
+from .records import records_file
 from .rosbag import BagOptions, bags_in, read_bags
 from .video import read_video
 
-FORMATS = ("manifest", "lerobot", "bag", "video")
+FORMATS = ("manifest", "lerobot", "bag", "video", "records")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ def detect_format(path: Path) -> str:
     """Which reader a path needs, from what it is."""
     if not path.exists():
         raise SourceError(f"{path} does not exist")
+    if records_file(path) is not None:
+        return "records"
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         return "manifest"
     if is_lerobot_dataset(path):
@@ -40,7 +43,8 @@ def detect_format(path: Path) -> str:
     if path.is_file():
         return "video"
     raise SourceError(f"{path} is a folder but neither a LeRobot dataset (meta/info.json) nor a ROS 2 bag "
-                      "(metadata.yaml, .mcap) nor a folder of bags; a manifest is a .jsonl or .csv file")
+                      "(metadata.yaml, .mcap) nor a folder of bags nor a node's record_dir (episodes.jsonl); a "
+                      "manifest is a .jsonl or .csv file")
 
 
 def read_source(path: Path, fmt: str | None, options: SourceOptions) -> Iterator[Episode | Skipped]:
@@ -59,6 +63,9 @@ def read_source(path: Path, fmt: str | None, options: SourceOptions) -> Iterator
                                           options.episode_topic))
     if fmt == "video":
         return read_video(path, options.instruction)
+    if fmt == "records":
+        raise SourceError(f"{path} holds node records: the values scored online, without frames; `topreward eval` "
+                          "reads them, scoring and labelling need the recorded video")
     raise SourceError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
