@@ -49,6 +49,21 @@ from .node_config import IntakeConfig
 _RATE_WINDOW = 5.0  # [s] the camera rate in diagnostics is averaged over this long
 
 
+class Confirmation:
+    """A change one message alone cannot make (a stamp jump, a new image size): kept once the next confirms it.
+
+    So that no single message, however stamped or shaped, silences the camera's later good frames.
+    """
+
+    def __init__(self) -> None:
+        self.pending = None  # the value of the last message refused as a change
+
+    def passes(self, value, changed: bool, continues: Callable[[object], bool]) -> bool:
+        """Whether a message of `value` is kept: unchanged, or continuing the change the message before it made."""
+        candidate, self.pending = self.pending, (value if changed else None)
+        return not changed or (candidate is not None and continues(candidate))
+
+
 @dataclass
 class CameraState:
     """One camera's counters and its newest usable message (secondary views)."""
@@ -60,10 +75,10 @@ class CameraState:
     unstamped: bool | None = None  # whether its frames use receive time (None: no frame kept since activation)
     episode: int = -1  # the episode `latest` belongs to
     latest: tuple[object, int] | None = None  # (message, stamp [ns]) of a secondary view
-    jumped_to: int | None = None  # [ns] the last stamp rejected as a jump: the next may continue from it
+    jump: Confirmation = field(default_factory=Confirmation)  # a stamp far after the previous frame's
     image_size: tuple[int, int] | None = None  # (width, height) of its newest kept image
     size_episode: int = -1  # the episode `image_size` belongs to
-    new_size: tuple[int, int] | None = None  # the last size rejected as a change: the next may confirm it
+    resize: Confirmation = field(default_factory=Confirmation)  # an image size other than the episode's
 
     def rate(self, now: float) -> float:
         recent = sum(1 for t in self.receipts if now - t <= _RATE_WINDOW)
@@ -149,11 +164,9 @@ class CameraIntake:
         gap = self.config.max_stamp_gap * 1e9
         if gap <= 0:
             return
-        candidate, jumped = camera.jumped_to, stamp_ns - previous_ns > gap
-        with self._lock:
-            camera.jumped_to = stamp_ns if jumped else None
-        if not jumped or (candidate is not None and 0 < stamp_ns - candidate <= gap):
-            return  # on time, or the second message in a row on the new timeline: the camera moved on
+        with self._lock:  # on time, or the second message in a row on the new timeline: the camera moved on
+            if camera.jump.passes(stamp_ns, stamp_ns - previous_ns > gap, lambda jumped: 0 < stamp_ns - jumped <= gap):
+                return
         raise Rejected("stamp_jump", f"stamp {(stamp_ns - previous_ns) / 1e9:.1f} s after the previous frame "
                                      f"(max_stamp_gap {self.config.max_stamp_gap:g} s); kept once the next frame "
                                      "continues from it")
@@ -164,17 +177,15 @@ class CameraIntake:
         Unless the camera's message before it had this new size too: the camera was reconfigured.
         """
         kept = camera.image_size if camera.size_episode == episode else None
-        candidate = camera.new_size
         with self._lock:
-            camera.new_size = None if kept is None or image_size == kept else image_size
-        if camera.new_size is None or candidate == image_size:
-            return
+            if camera.resize.passes(image_size, kept is not None and image_size != kept, image_size.__eq__):
+                return
         raise Rejected("size_changed", f"{image_size[0]}x{image_size[1]} image in an episode of {kept[0]}x{kept[1]} "
                                          "ones; kept once the next one has that size too")
 
     def _keep_image_size(self, camera: CameraState, image_size: tuple[int, int], episode: int) -> None:
         with self._lock:
-            camera.image_size, camera.size_episode, camera.new_size = image_size, episode, None
+            camera.image_size, camera.size_episode, camera.resize.pending = image_size, episode, None
 
     def _take(self, msg, index: int, camera: CameraState) -> None:
         episode = self.buffer.episode_id
