@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -140,6 +139,7 @@ def run_soak(args: argparse.Namespace) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from topreward_msgs.msg import Progress
+    from topreward_ros.spinning import BackgroundSpin
 
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     env = {**os.environ, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE), "ROS_DOMAIN_ID": str(args.domain_id),
@@ -168,7 +168,7 @@ def run_soak(args: argparse.Namespace) -> int:
         {kv.key: kv.value for kv in m.status[0].values}) if m.status else None, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = BackgroundSpin(executor, "soak-monitor")
     samples, start = [], None
     try:
         while publisher.poll() is None:
@@ -191,7 +191,7 @@ def run_soak(args: argparse.Namespace) -> int:
             publisher.wait(timeout=30)
         node.send_signal(signal.SIGINT)
         node_code = node.wait(timeout=30)
-        executor.shutdown()
+        spinner.stop()
         monitor.destroy_node()
         rclpy.try_shutdown()
     if publisher.returncode != 0:

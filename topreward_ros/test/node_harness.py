@@ -21,6 +21,7 @@ from topreward_msgs.msg import Progress, SuccessDetected
 from topreward_ros.core.scorer import StreamingScorer
 from topreward_ros.core.types import ScheduleConfig
 from topreward_ros.reward_node import RewardNode
+from topreward_ros.spinning import BackgroundSpin
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 TASK = "put the cube in the bowl"
@@ -107,8 +108,7 @@ class Harness:
         self.executor = MultiThreadedExecutor(num_threads=4, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpin(self.executor, "harness-executor")
         if defaults.get("autostart", True):
             assert wait_until(lambda: self.node.lifecycle_state == "active"), "node did not activate"
 
@@ -177,7 +177,7 @@ class Harness:
         return slow
 
     def close(self):
-        self.executor.shutdown()
+        self.spinner.stop()
         if self.node._worker is not None:
             self.node._worker.stop()
         self.node.destroy_node()

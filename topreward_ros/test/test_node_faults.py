@@ -40,6 +40,7 @@ from topreward_ros.core.online import OnlineEpisode
 from topreward_ros.core.types import ModelConfig, PrefixScore, SuccessConfig
 from topreward_ros.node_config import ConfigError
 from topreward_ros.reward_node import RewardNode
+from topreward_ros.spinning import BackgroundSpin
 
 pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
 
@@ -304,8 +305,7 @@ def test_sigint_and_sigterm_mid_inference_end_within_5s_and_write_the_record(ros
     peer = rclpy.create_node("signal_peer", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor)
     runs = {}
     try:
         from node_harness import RELIABLE
@@ -348,8 +348,7 @@ def test_sigint_and_sigterm_mid_inference_end_within_5s_and_write_the_record(ros
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        executor.shutdown()
-        spinner.join(5.0)
+        spinner.stop()
         peer.destroy_node()
 
 
@@ -699,8 +698,7 @@ def test_replay_video_ends_on_sigterm(ros_context, tmp_path):
     peer.create_subscription(Image, "/replay/image_raw", got.append, 10)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor)
     try:
         replay = _replay(tmp_path, ros_context.get_domain_id(), "--loops", "100", "--reset-service", "")
         assert wait_until(lambda: len(got) > 0, 60.0)
@@ -709,8 +707,7 @@ def test_replay_video_ends_on_sigterm(ros_context, tmp_path):
         out, err = replay.communicate(timeout=30)
         took = time.monotonic() - start
     finally:
-        executor.shutdown()
-        spinner.join(5.0)
+        spinner.stop()
         peer.destroy_node()
     assert took < 5.0 and "stopped after" in err and replay.returncode == 130, (out, err)
 
@@ -818,7 +815,7 @@ def test_an_instruction_set_while_the_model_loads_is_the_one_scored(harness, ros
     client = rclpy.create_node("instruction_setter", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(client)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = BackgroundSpin(executor)
     made = []
     builder = threading.Thread(target=lambda: made.append(harness(autostart=configured_by == "autostart")))
     builder.start()  # with autostart the harness waits for the node to be active: after the load
@@ -843,7 +840,7 @@ def test_an_instruction_set_while_the_model_loads_is_the_one_scored(harness, ros
     finally:
         release.set()
         builder.join()
-        executor.shutdown()
+        spinner.stop()
         client.destroy_node()
     node = made[0].node
     assert node.get_parameter("instruction").value == "open the top drawer"
@@ -884,3 +881,34 @@ def test_one_image_of_another_size_is_rejected_and_a_real_change_costs_one_frame
         h.send(frame, 3.0 + 0.5 * k)
     assert wait_until(lambda: h.progress[-1].num_frames == 5)
     assert h.rejected() == {"size_changed": 2}
+
+
+SPINNING_CLIENT = """
+import sys, time, rclpy
+from rclpy.executors import SingleThreadedExecutor
+from std_msgs.msg import String
+from topreward_ros.spinning import BackgroundSpin
+
+rclpy.init()
+node = rclpy.create_node("exit_status_client")
+node.create_subscription(String, "/exit_status/topic", lambda msg: None, 10)
+executor = SingleThreadedExecutor()
+executor.add_node(node)
+spinner = BackgroundSpin(executor)
+time.sleep(0.5)  # the thread is inside the executor's wait
+assert spinner.stop(), "the spin thread is still running"
+node.destroy_node()
+rclpy.try_shutdown()
+sys.exit(3)
+"""
+
+
+def test_a_process_with_a_background_spin_exits_with_its_own_status(tmp_path, domain_id):
+    # A spin thread still inside rclpy's wait at interpreter exit aborts the process with status 134
+    # ("terminate called without an active exception"): executor.shutdown() alone did, 10 runs of 10.
+    script = tmp_path / "client.py"
+    script.write_text(SPINNING_CLIENT)
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "ROS_HOME": str(tmp_path)}
+    for _ in range(3):
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+        assert result.returncode == 3 and "terminate called" not in result.stderr, result.stderr

@@ -25,6 +25,7 @@ from std_srvs.srv import Trigger
 from topreward_msgs.msg import Progress, SuccessDetected
 
 from .core.video import VideoReadError, read_frames
+from .spinning import BackgroundSpin
 
 
 class ReplayNode(Node):
@@ -122,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     node = ReplayNode(args)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor, "replay-executor")
     sent = 0
     try:
         print(f"replay_video: waiting up to {args.wait:.0f} s for a subscriber on {args.topic} ...", flush=True)
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replay_video: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        executor.shutdown()
-        spinner.join(timeout=5.0)  # the spin thread must be gone before the context is (else: abort)
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown()
         for signum in (signal.SIGINT, signal.SIGTERM):

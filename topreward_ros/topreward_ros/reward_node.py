@@ -35,6 +35,7 @@ from .parameters import (
     values,
 )
 from .robot_channel import RobotChannel
+from .spinning import BackgroundSpin
 
 NODE_NAME = "topreward"
 WORKER_STOP_TIMEOUT = 60.0  # [s] a transition waits this long for the inference in flight
@@ -286,17 +287,6 @@ def _quiet_model_loading() -> None:
         pass
 
 
-def _spin(executor, error: list[BaseException]) -> None:
-    try:
-        executor.spin()
-    except BaseException as exc:  # noqa: BLE001 (kept for the one log line that names it)
-        error.append(exc)
-
-
-def _describe(error: list[BaseException]) -> str:
-    return f"{type(error[0]).__name__}: {error[0]}" if error else "it returned"
-
-
 def _catch_signals(stop: threading.Event) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -321,20 +311,18 @@ def main(args: list[str] | None = None) -> int:
         return 2
     executor = MultiThreadedExecutor(num_threads=min(2 + len(node.robots or ('',)), 8))
     executor.add_node(node)
-    spin_error: list[BaseException] = []
-    spinner = threading.Thread(target=_spin, args=(executor, spin_error), name="topreward-executor", daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor, "topreward-executor")
     while not stop.wait(0.1) and node.exit_code is None:
         # A dead executor or inference thread ends the process non-zero: systemd's Restart=on-failure and
         # launch's respawn then start it again.
-        died = (None if spinner.is_alive() else f"the executor stopped: {_describe(spin_error)}") \
+        died = (None if spinner.alive else f"the executor stopped: {spinner.describe_end()}") \
             or (f"the inference thread stopped: {error}" if (error := node.inference_error()) else None)
         if died:
             node.get_logger().fatal(died)
             node.exit_code = 1
     node.get_logger().info("shutting down" if stop.is_set() else f"exiting with status {node.exit_code}")
     node.close()
-    executor.shutdown(timeout_sec=1.0)
+    spinner.stop(timeout=1.0)
     node.destroy_node()
     rclpy.try_shutdown()
     # try_shutdown restored the default handlers, and interpreter exit would too: a second Ctrl-C (ros2
