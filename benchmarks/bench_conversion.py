@@ -22,8 +22,8 @@ import numpy as np
 from bench_node import HEIGHT, WIDTH, camera_messages
 from common import finish
 
-from topreward_ros.core.image_conversion import to_rgb
-from topreward_ros.core.tiling import column_sizes, tile_views
+from topreward.frames.image_conversion import to_rgb
+from topreward.frames.tiling import column_sizes, tile_views
 
 FRAME = (256, 256)
 

@@ -34,10 +34,10 @@ from common import (
     synthetic_video,
 )
 
-from topreward_ros.core.batch_scoring import score_batch
-from topreward_ros.core.schedule import resize_frame
-from topreward_ros.core.scorer import StreamingScorer
-from topreward_ros.core.types import ScheduleConfig
+from topreward.frames.schedule import resize_frame
+from topreward.scoring.batch import score_batch
+from topreward.scoring.scorer import StreamingScorer
+from topreward.types import ScheduleConfig
 
 INSTRUCTIONS = ("push the red block to the right", "open the top drawer", "stack the green cup on the plate",
                 "wipe the table")

@@ -19,7 +19,7 @@ from bench_curve import run as run_curve
 from bench_streaming import run_recompute, run_streaming
 from common import FRAME_SIZE, describe, finish, load_backend, synthetic_video
 
-from topreward_ros.core.schedule import resize_frame
+from topreward.frames.schedule import resize_frame
 
 
 def bench_model(name: str, device: str, dtype: str, lengths: list[int], raws: list[int], uncached_max: int) -> dict:

@@ -34,7 +34,7 @@ from common import (
     timed_step,
 )
 
-from topreward_ros.core.schedule import resize_frame
+from topreward.frames.schedule import resize_frame
 
 
 def sampled_prefixes(total: int, count: int) -> list[int]:

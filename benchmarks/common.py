@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from topreward_ros.core.backend import Qwen3VLBackend
-from topreward_ros.core.scorer import StreamingScorer
-from topreward_ros.core.tiny_model import TINY_MODEL_NAME, random_model, random_processor
-from topreward_ros.core.types import ModelConfig, ScheduleConfig
+from topreward.model.backend import Qwen3VLBackend
+from topreward.model.tiny import TINY_MODEL_NAME, random_model, random_processor
+from topreward.scoring.scorer import StreamingScorer
+from topreward.types import ModelConfig, ScheduleConfig
 
 INSTRUCTION = "push the red block to the right"
 FRAME_SIZE = (256, 256)  # the reference's ~256x256 frames: 64 LLM tokens per frame pair
@@ -73,7 +73,7 @@ def load_backend(name: str, device: str = "cpu", dtype: str = "float32") -> Qwen
     """A named random shape built in memory, or anything Qwen3VLBackend.load accepts."""
     if name not in SHAPES:
         return Qwen3VLBackend.load(ModelConfig(model=name, device=device, dtype=dtype))
-    from topreward_ros.core.backend import resolve_device, resolve_dtype
+    from topreward.model.backend import resolve_device, resolve_dtype
 
     text, vision, _ = SHAPES[name]
     torch_device = resolve_device(device)

@@ -43,9 +43,9 @@ def run_publisher(args: argparse.Namespace) -> int:
     from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
 
+    from topreward.frames.schedule import FrameSchedule
+    from topreward.types import ScheduleConfig
     from topreward_msgs.msg import Progress
-    from topreward_ros.core.schedule import FrameSchedule
-    from topreward_ros.core.types import ScheduleConfig
 
     rclpy.init()
     node = rclpy.create_node("soak_publisher")

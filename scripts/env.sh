@@ -11,7 +11,8 @@ export AMENT_PREFIX_PATH=$VIRTUAL_ENV
 # unset variables, so `set -u` is lifted around them and restored).
 case $- in *u*) set +u; source "$VIRTUAL_ENV/workspace/install/setup.bash"; set -u ;;
            *) source "$VIRTUAL_ENV/workspace/install/setup.bash" ;; esac
-# The console scripts (topreward, reward_node, replay_video) by name, where `ros2 run` also finds them.
+# The node's executables (reward_node, replay_video) by name, where `ros2 run` also finds them; `topreward`
+# is on PATH from the install space's bin/ (an ament_python package without a script dir).
 export PATH=$VIRTUAL_ENV/workspace/install/topreward_ros/lib/topreward_ros:$PATH
 # Never let DDS discovery leave this machine.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}

@@ -2,7 +2,7 @@
 """Render a MetaWorld scripted-expert episode to a small H.264 demo video.
 
 The video that ships with ``topreward_ros`` as its demo episode
-(``topreward_ros/topreward_ros/data/demo_episode.mp4``) is made by this
+(``topreward/topreward/data/demo_episode.mp4``) is made by this
 script. It runs the MetaWorld scripted expert policy for one task, renders
 each step offscreen, and writes:
 
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "topreward_ros" / "topreward_ros" / "data" / "demo_episode.mp4"
+DEFAULT_OUT = REPO_ROOT / "topreward" / "topreward" / "data" / "demo_episode.mp4"
 
 # Natural-language instructions for some MetaWorld tasks; other tasks fall
 # back to a sentence made from the task name.
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=DEFAULT_OUT,
         help="output .mp4 path; the sidecar .json goes next to it "
-        "(default: topreward_ros/topreward_ros/data/demo_episode.mp4 in the repo)",
+        "(default: topreward/topreward/data/demo_episode.mp4 in the repo)",
     )
     p.add_argument("--size", type=int, default=256, help="frame width and height (even)")
     p.add_argument("--fps", type=int, default=10, help="video frame rate")

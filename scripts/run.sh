@@ -10,14 +10,14 @@ source "$ROOT/scripts/env.sh"
 # Whatever the calling shell says, DDS discovery stays on this machine.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 SHARE=$(python -c 'from ament_index_python.packages import get_package_share_directory as g; print(g("topreward_ros"))')
-DATA=$(python -c 'import topreward_ros, os; print(os.path.join(os.path.dirname(topreward_ros.__file__), "data"))')
+DATA=$(python -c 'import topreward; print(topreward.DATA_DIR)')
 # Large images between processes: shared memory + loopback UDP, nothing leaves the machine.
 export FASTDDS_DEFAULT_PROFILES_FILE=$SHARE/config/fastdds_localhost_shm.xml
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( 100 + $$ % 100 ))}
 export ROS_HOME=${ROS_HOME:-$ROOT/.stamps/ros}
 
 MODEL=${1:-${TOPREWARD_MODEL:-Qwen/Qwen3-VL-8B-Instruct}}
-if ! python -c "import sys; from topreward_ros.core.backend import model_available; sys.exit(not model_available(sys.argv[1]))" "$MODEL"; then
+if ! python -c "import sys; from topreward.model.backend import model_available; sys.exit(not model_available(sys.argv[1]))" "$MODEL"; then
     echo "================================================================================"
     echo " $MODEL cannot be loaded here (no local copy, no hub access)."
     echo " Falling back to MODEL=tiny-random: a randomly initialised Qwen3-VL."

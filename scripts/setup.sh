@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent setup for the README's run and test commands and for CI:
 #   venv with the pinned wheels of one ROS 2 distro (the underlay) -> wheel CMake paths repaired
-#   -> topreward_msgs and topreward_ros built by colcon -> `ros2 launch` where the machine carries it.
+#   -> topreward_msgs, topreward (the ROS-free core) and topreward_ros built by colcon -> `ros2 launch` where the
+#      machine carries it.
 # ROS_DISTRO picks the distro: jazzy (default, the LTS) or kilted. TOPREWARD_VENV picks the venv (default .venv).
 # The venv records its distro; a venv of another distro is refused, never rebuilt behind the user's back.
 # Each step leaves a stamp (inside the venv) holding the hash of its inputs and is skipped while it is unchanged.
@@ -65,14 +66,15 @@ export VIRTUAL_ENV=$VENV
 export AMENT_PREFIX_PATH=$VENV
 export CMAKE_PREFIX_PATH=$VENV
 
-# 2. Both packages, built by colcon as in a lab's workspace, with the venv as the underlay (where a lab has
+# 2. The three packages, built by colcon as in a lab's workspace, with the venv as the underlay (where a lab has
 #    /opt/ros/<distro>). The install space lives in the venv, so each venv has its own; env.sh sources it.
 WS=$VENV/workspace
-ws_hash=$(hash_of topreward_msgs topreward_ros)
+ws_hash=$(hash_of topreward_msgs topreward topreward_ros)
 if ! fresh workspace "$ws_hash"; then
-    step "building topreward_msgs and topreward_ros with colcon (install space: $WS/install)"
+    step "building topreward_msgs, topreward and topreward_ros with colcon (install space: $WS/install)"
     mkdir -p "$WS"
-    "$VENV/bin/colcon" --log-base "$WS/log" build --base-paths "$ROOT/topreward_msgs" "$ROOT/topreward_ros" \
+    "$VENV/bin/colcon" --log-base "$WS/log" build \
+        --base-paths "$ROOT/topreward_msgs" "$ROOT/topreward" "$ROOT/topreward_ros" \
         --build-base "$WS/build" --install-base "$WS/install" --cmake-args -DBUILD_TESTING=OFF \
         -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$VENV/bin/python" >"$WS/build.log" 2>&1 \
         || { tail -40 "$WS/build.log"; fail "colcon build failed; full log: $WS/build.log"; }

@@ -30,13 +30,14 @@ python - "$WS/install" <<'PY'
 import sys
 from pathlib import Path
 from ament_index_python.packages import get_package_prefix
-import topreward_msgs.msg, topreward_ros
+import topreward, topreward_msgs.msg, topreward_ros
 install = Path(sys.argv[1])
 for where in (get_package_prefix("topreward_ros"), get_package_prefix("topreward_msgs"),
-              topreward_ros.__file__, topreward_msgs.msg.__file__):
+              get_package_prefix("topreward"), topreward.__file__, topreward_ros.__file__,
+              topreward_msgs.msg.__file__):
     assert install in Path(where).parents, f"{where} is not in {install}"
 print(f"[workspace] packages, modules and executables resolve into {install}")
 PY
 colcon test --packages-select topreward_ros --event-handlers console_direct+ --return-code-on-test-failure \
-    --pytest-args -m ros -k "executables or share_files or message_fields or frames_come_back_as_progress"
+    --pytest-args -m ros -k "executables or topreward_command or share_files or message_fields or frames_come_back"
 colcon test-result --all --verbose

@@ -7,9 +7,8 @@ PACKAGE = "topreward_ros"
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version="0.2.0",
     packages=find_packages(exclude=["test"]),
-    package_data={PACKAGE: ["data/*.mp4", "data/*.json", "data/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -20,12 +19,11 @@ setup(
     zip_safe=True,
     maintainer="topreward_ros maintainers",
     maintainer_email="maintainers@topreward-ros.dev",
-    description="TOPReward: task progress from Qwen3-VL token probabilities, as a ROS 2 node.",
+    description="TOPReward as a ROS 2 node: Progress and SuccessDetected from camera topics (the core is topreward).",
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
-            "topreward = topreward_ros.core.cli:main",
             "reward_node = topreward_ros.reward_node:main",
             "replay_video = topreward_ros.replay_video:main",
         ],

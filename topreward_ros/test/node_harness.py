@@ -17,9 +17,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
+from topreward.scoring.scorer import StreamingScorer
+from topreward.types import ScheduleConfig
 from topreward_msgs.msg import Progress, SuccessDetected
-from topreward_ros.core.scorer import StreamingScorer
-from topreward_ros.core.types import ScheduleConfig
 from topreward_ros.reward_node import RewardNode
 from topreward_ros.spinning import BackgroundSpin
 

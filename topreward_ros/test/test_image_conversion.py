@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from topreward_ros.core.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, to_rgb
-from topreward_ros.core.schedule import resize_frame
-from topreward_ros.core.tiling import column_sizes
+from topreward.frames.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, to_rgb
+from topreward.frames.schedule import resize_frame
+from topreward.frames.tiling import column_sizes
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
 

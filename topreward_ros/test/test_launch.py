@@ -153,7 +153,7 @@ def subscribed_topics(client, namespace: str) -> set[str]:
 def test_ros2_pkg_lists_the_executables():
     listed = subprocess.run(["ros2", "pkg", "executables", "topreward_ros"], capture_output=True, text=True,
                             timeout=60).stdout.split()
-    assert {"reward_node", "replay_video", "topreward"} <= set(listed), listed
+    assert {"reward_node", "replay_video"} <= set(listed), listed
 
 
 def test_readme_launch_examples_use_declared_arguments_and_table_matches():

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from ament_index_python.packages import get_package_share_directory
 
-import topreward_ros
+import topreward
 
 pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
 
-DATA = Path(topreward_ros.__file__).parent / "data"
+DATA = topreward.DATA_DIR
 SHARE = Path(get_package_share_directory("topreward_ros"))
 
 

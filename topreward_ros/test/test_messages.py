@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -90,10 +91,19 @@ def test_ament_index_finds_share_files():
     assert Path(get_package_share_directory("topreward_msgs"), "msg", "Progress.msg").is_file()
 
 
-@pytest.mark.parametrize("script", ["topreward", "reward_node", "replay_video"])
+@pytest.mark.parametrize("script", ["reward_node", "replay_video"])
 def test_executables_are_where_ros2_run_and_launch_look(script):
     # <prefix>/lib/<package>/, as colcon installs them (setup.cfg): found in any install space, not only a venv.
     from ament_index_python.packages import get_package_prefix
 
     executable = Path(get_package_prefix("topreward_ros")) / "lib" / "topreward_ros" / script
     assert os.access(executable, os.X_OK), executable
+
+
+def test_the_topreward_command_comes_from_the_core_package_install_space():
+    # The core is an ament_python package without a script dir: its command lands in <prefix>/bin, which the
+    # sourced install space puts on PATH (a pip install puts it in the venv's bin/ the same way).
+    from ament_index_python.packages import get_package_prefix
+
+    found = shutil.which("topreward")
+    assert found is not None and Path(found).parent == Path(get_package_prefix("topreward")) / "bin", found

@@ -34,10 +34,10 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
-import topreward_ros
-from topreward_ros.core.backend import ModelLoadError, Qwen3VLBackend
-from topreward_ros.core.online import OnlineEpisode
-from topreward_ros.core.types import ModelConfig, PrefixScore, SuccessConfig
+import topreward
+from topreward.model.backend import ModelLoadError, Qwen3VLBackend
+from topreward.online.episode import OnlineEpisode
+from topreward.types import ModelConfig, PrefixScore, SuccessConfig
 from topreward_ros.node_config import ConfigError
 from topreward_ros.reward_node import RewardNode
 from topreward_ros.spinning import BackgroundSpin
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it cov
 
 OK, WARN, ERROR = b"\x00", b"\x01", b"\x02"  # diagnostic_msgs/DiagnosticStatus levels
 FAILURE, SUCCESS = TransitionCallbackReturn.FAILURE, TransitionCallbackReturn.SUCCESS
-DATA = Path(topreward_ros.__file__).parent / "data"
+DATA = topreward.DATA_DIR
 
 
 def _level(h, level: int, after: float, text: str = "", timeout: float = 5.0):
@@ -236,9 +236,9 @@ def test_camera_counters_stay_consistent_while_diagnostics_read_them():
     The rate used to be a counter that diagnostics reset while callbacks incremented it; now receipts
     are appended under the intake's lock and diagnostics read a copy.
     """
+    from topreward.online.buffer import EpisodeBuffer
+    from topreward.types import ScheduleConfig
     from topreward_ros.camera_intake import CameraIntake
-    from topreward_ros.core.episode_buffer import EpisodeBuffer
-    from topreward_ros.core.types import ScheduleConfig
     from topreward_ros.node_config import IntakeConfig
 
     buffer = EpisodeBuffer(ScheduleConfig(2.0, (64, 64)), "stack the cups")
@@ -275,7 +275,7 @@ import time
 from pathlib import Path
 
 from topreward_ros import reward_node
-from topreward_ros.core.backend import Qwen3VLBackend
+from topreward.model.backend import Qwen3VLBackend
 
 arm, entered = Path(sys.argv[1]), Path(sys.argv[2])
 real_forward = Qwen3VLBackend.forward
@@ -501,8 +501,8 @@ def test_rebase_equals_an_episode_built_on_the_new_sampling():
 
 
 def test_halving_recomputes_online_state_on_the_new_sampling(harness, backend):
-    from topreward_ros.core.scorer import StreamingScorer
-    from topreward_ros.core.types import ScheduleConfig
+    from topreward.scoring.scorer import StreamingScorer
+    from topreward.types import ScheduleConfig
 
     h = harness(max_frames=4, success_threshold=-100.0, success_consecutive=1)
     frames, times = random_frames(10, seed=800, size=(64, 64)), [10.0 + 0.5 * k for k in range(10)]

@@ -25,7 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from topreward_ros.core.tiling import tile_views
+from topreward.frames.tiling import tile_views
 from topreward_ros.reward_node import RewardNode
 
 pytestmark = pytest.mark.ros  # ROS-facing: CI runs these on every distro it covers
@@ -173,7 +173,7 @@ def test_stale_result_dropped_after_reset(harness):
     step_of_episode_0 = h.node._worker.streams[0]._episode.scores[-1]
     h.call("/topreward/reset")
     before = len(h.progress)
-    from topreward_ros.core.types import Step
+    from topreward.types import Step
 
     h.node.channels[0].on_step(0, TASK, Step(step_of_episode_0, 0.5, 0.1, None), 0.01)
     time.sleep(0.3)
@@ -507,8 +507,8 @@ def test_a_wrong_guess_from_the_name_is_corrected_once_the_topic_is_published(ha
 def test_record_dir_is_an_eval_source_values_as_scored_outcomes_as_labels(harness, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
 
+    from topreward.cli import main
     from topreward_msgs.srv import StartEpisode
-    from topreward_ros.core.cli import main
 
     records_dir = tmp_path / "records"
     h = harness(record_dir=str(records_dir))

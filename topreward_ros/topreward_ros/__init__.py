@@ -1,6 +1,6 @@
 """TOPReward for ROS 2: task progress from a video VLM's token probabilities.
 
-`topreward_ros.core` is ROS-free (prompt, frame schedule, scorer, metrics, video reading, CLI);
+`topreward` is ROS-free (prompt, frame schedule, scorer, metrics, video reading, CLI);
 the modules beside it are the thin ROS 2 layer.
 """
 

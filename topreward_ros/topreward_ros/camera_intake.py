@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .core.episode_buffer import EpisodeBuffer
-from .core.image_conversion import ImageConversionError, check_message, to_rgb
-from .core.tiling import column_sizes, tile_views
-from .node_config import IntakeConfig
+from topreward.frames.image_conversion import ImageConversionError, check_message, to_rgb
+from topreward.frames.tiling import column_sizes, tile_views
+from topreward.online.buffer import EpisodeBuffer
+from topreward_ros.node_config import IntakeConfig
 
 _RATE_WINDOW = 5.0  # [s] the camera rate in diagnostics is averaged over this long
 

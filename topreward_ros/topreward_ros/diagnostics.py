@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from .camera_intake import CameraReport
-from .core.worker import FailureStats
+from topreward.online.worker import FailureStats
+from topreward_ros.camera_intake import CameraReport
 
 RECENT_FAILURE = 10.0  # [s]
 

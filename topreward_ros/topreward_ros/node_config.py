@@ -10,8 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .core.prompt import PromptConfig
-from .core.types import ModelConfig, ScheduleConfig, SuccessConfig
+from topreward.scoring.prompt import PromptConfig
+from topreward.types import ModelConfig, ScheduleConfig, SuccessConfig
 
 MAX_INSTRUCTION_CHARS = 1000  # a task, not a document: longer text is rejected with this limit named
 _ROBOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # one ROS name token: it becomes a namespace and a prefix

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from .core.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX
-from .core.types import DEFAULT_MODEL, SUCCESS_METRICS, frame_size_error
-from .node_config import MAX_INSTRUCTION_CHARS
+from topreward.scoring.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX
+from topreward.types import DEFAULT_MODEL, SUCCESS_METRICS, frame_size_error
+from topreward_ros.node_config import MAX_INSTRUCTION_CHARS
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def declare_parameters(node) -> tuple[str, ...]:
     A robot's parameter starts at the top-level value (a given `<robot>.<name>` override wins). Raises
     ConfigError for a bad `robots` value.
     """
-    from .node_config import parse_robots
+    from topreward_ros.node_config import parse_robots
 
     # Start-up values do not pass through the pre-set callback: convert the overrides here.
     overrides = getattr(node, "_parameter_overrides", {})

@@ -22,10 +22,9 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
+from topreward.frames.video import VideoReadError, read_frames
 from topreward_msgs.msg import Progress, SuccessDetected
-
-from .core.video import VideoReadError, read_frames
-from .spinning import BackgroundSpin
+from topreward_ros.spinning import BackgroundSpin
 
 
 class ReplayNode(Node):

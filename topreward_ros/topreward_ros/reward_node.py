@@ -19,13 +19,13 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from .core.backend import ModelLoadError, Qwen3VLBackend
-from .core.scorer import StreamingScorer
-from .core.tiny_model import TINY_MODEL_NAME, TINY_WARNING
-from .core.worker import MAX_BATCH_FAILURES, InferenceWorker
-from .diagnostics import BatchHealth, reward_status
-from .node_config import ConfigError, NodeConfig, fleet_configs, fleet_warnings
-from .parameters import (
+from topreward.model.backend import ModelLoadError, Qwen3VLBackend
+from topreward.model.tiny import TINY_MODEL_NAME, TINY_WARNING
+from topreward.online.worker import MAX_BATCH_FAILURES, InferenceWorker
+from topreward.scoring.scorer import StreamingScorer
+from topreward_ros.diagnostics import BatchHealth, reward_status
+from topreward_ros.node_config import ConfigError, NodeConfig, fleet_configs, fleet_warnings
+from topreward_ros.parameters import (
     NODE_PARAMETERS,
     RUNTIME_PARAMETERS,
     base_name,
@@ -34,8 +34,8 @@ from .parameters import (
     validate,
     values,
 )
-from .robot_channel import RobotChannel
-from .spinning import BackgroundSpin
+from topreward_ros.robot_channel import RobotChannel
+from topreward_ros.spinning import BackgroundSpin
 
 NODE_NAME = "topreward"
 WORKER_STOP_TIMEOUT = 60.0  # [s] a transition waits this long for the inference in flight

@@ -17,19 +17,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from topreward.online.buffer import EpisodeBuffer
+from topreward.online.episode import OnlineEpisode
+from topreward.online.records import RecordError, append_record, next_episode_id
+from topreward.online.worker import EpisodeStream, FailureStats
+from topreward.scoring.scorer import StreamingScorer
+from topreward.types import Step
 from topreward_msgs.msg import Progress, SuccessDetected
 from topreward_msgs.srv import StartEpisode
-
-from .camera_intake import CameraIntake
-from .core.episode_buffer import EpisodeBuffer
-from .core.episode_records import RecordError, append_record, next_episode_id
-from .core.online import OnlineEpisode
-from .core.scorer import StreamingScorer
-from .core.types import Step
-from .core.worker import EpisodeStream, FailureStats
-from .diagnostics import BatchHealth, Health
-from .node_config import NodeConfig
-from .parameters import validate
+from topreward_ros.camera_intake import CameraIntake
+from topreward_ros.diagnostics import BatchHealth, Health
+from topreward_ros.node_config import NodeConfig
+from topreward_ros.parameters import validate
 
 OUTCOMES = {StartEpisode.Request.OUTCOME_UNKNOWN: "unknown", StartEpisode.Request.OUTCOME_SUCCESS: "success",
             StartEpisode.Request.OUTCOME_FAILURE: "failure"}  # StartEpisode.previous_outcome -> records' "outcome"

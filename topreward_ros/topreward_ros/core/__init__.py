@@ -1,1 +1,0 @@
-"""ROS-free TOPReward core: nothing in this package imports rclpy."""
