@@ -24,6 +24,18 @@ class ModelConfig:
     revision: str = ""  # hub branch, tag or commit ("": the default branch); the commit loaded is in the name
 
 
+MAX_INSTRUCTION_CHARS = 1000  # a task, not a document: longer text is rejected with this limit named
+
+
+def instruction_error(text: str) -> str | None:
+    """Why `text` cannot be a task instruction, or None ('' is no task yet, which callers decide about)."""
+    if text and not text.strip():
+        return "must not be only whitespace (an empty string means: no task yet)"
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        return f"is {len(text)} characters; at most {MAX_INSTRUCTION_CHARS}"
+    return None
+
+
 FRAME_SIZE_MULTIPLE = 32  # Qwen3-VL: 16-pixel patches, merged 2x2 into one token
 
 
@@ -119,3 +131,29 @@ class Step:
     progress: float
     reward: float
     success: SuccessEvent | None  # set on the one step that fires the episode's event
+
+
+@dataclass(frozen=True)
+class RewardStep:
+    """One scored prefix of a live episode: the values a Progress message carries, and its success event."""
+
+    episode_id: int
+    instruction: str
+    num_frames: int  # sampled frames in the prefix
+    stamp_ns: int  # capture stamp of the prefix's newest frame, exactly as given [ns]
+    elapsed: float  # time from the episode's first frame to the newest one [s]
+    log_prob_true: float  # the raw TOPReward value [nats, <= 0]
+    log_prob_false: float
+    p_true: float  # p(True) / (p(True) + p(False))
+    progress: float  # causal progress in [0, 1] from this episode's prefixes so far
+    reward: float  # dense reward: the change of progress since the episode's previous step
+    success: SuccessEvent | None  # set on the one step at which the episode is judged successful
+    inference_time: float  # [s] spent scoring this prefix
+    model: str  # the checkpoint that scored it (id@commit for hub models)
+
+    @classmethod
+    def of(cls, episode_id: int, instruction: str, step: Step, inference_time: float, model: str) -> RewardStep:
+        score = step.score
+        return cls(episode_id, instruction, score.num_frames, score.stamp_ns, score.elapsed, score.log_prob_true,
+                   score.log_prob_false, score.p_true, step.progress, step.reward, step.success, inference_time,
+                   model)

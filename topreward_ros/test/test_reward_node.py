@@ -17,6 +17,7 @@ from node_harness import (
     offline_values,
     seconds_to_ns,
     stamp,
+    stamp_ns,
     wait_until,
 )
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -541,3 +542,43 @@ def test_record_dir_is_an_eval_source_values_as_scored_outcomes_as_labels(harnes
                                                                [c["success_score"] for c in labelled]))
     assert (out / "threshold.yaml").exists() and (out / "roc.png").exists()
     assert summary["online_detection"]["labelled"] == 4
+
+
+def test_the_facade_publishes_what_the_node_publishes_for_the_same_frames(harness, backend):
+    """TOPReward in-process and the node share one implementation: same values, halvings, success and resets."""
+    from topreward import TOPReward
+    from topreward.types import ScheduleConfig, SuccessConfig
+
+    h = harness(max_frames=4, success_threshold=-100.0, success_consecutive=2)
+    reward = TOPReward(backend, ScheduleConfig(2.0, (64, 64), 4), SuccessConfig(-100.0, 2, 0.0))
+    episodes = [random_frames(9, seed=120, size=(64, 64)), random_frames(3, seed=121, size=(64, 64))]
+    steps = []
+    for episode, frames in enumerate(episodes):
+        if episode:
+            assert h.call("/topreward/reset").success
+        assert reward.reset(TASK if not episode else None) == episode
+        for k, frame in enumerate(frames):
+            t = 1.0 + 0.5 * k
+            count, received = len(h.progress), h.received()
+            step = reward.observe(frame, t)
+            h.send(frame, t)  # one frame at a time, so that the node scores every prefix as the facade does
+            if step is None:  # the schedule skips it (after a halving): the node's schedule too
+                assert wait_until(lambda r=received: h.received() == r + 1)
+            else:
+                steps.append(step)
+                assert wait_until(lambda c=count: len(h.progress) == c + 1)
+    assert wait_until(lambda: h.received() == 12)
+    assert len(h.progress) == len(steps) == 10  # 9 frames at 2 fps, max_frames 4: 2 of the last 4 skipped
+    assert [s.num_frames for s in steps] == [1, 2, 3, 4, 3, 4, 3, 1, 2, 3]  # halved at the 5th frame and the 9th
+    for step, msg in zip(steps, h.progress, strict=True):
+        assert (step.episode_id, step.num_frames, step.instruction) == (msg.episode_id, msg.num_frames,
+                                                                         msg.instruction)
+        assert step.stamp_ns == stamp_ns(msg) and step.elapsed == pytest.approx(msg.elapsed)
+        for name in ("log_prob_true", "log_prob_false", "p_true", "progress", "reward"):
+            assert getattr(step, name) == pytest.approx(getattr(msg, name), rel=1e-5, abs=1e-6), name
+    fired = [(s.episode_id, s.num_frames) for s in steps if s.success]
+    assert fired == [(0, 2), (1, 2)]
+    assert wait_until(lambda: len(h.success) == 2)
+    assert [m.episode_id for m in h.success] == [0, 1]
+    assert [m.score for m in h.success] == pytest.approx([s.success.score for s in steps if s.success], rel=1e-5)
+    assert reward.last_episode[0] == 0 and len(reward.last_episode[2].scores) == 3  # the history after halving

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from topreward.scoring.prompt import PromptConfig
 from topreward.types import ModelConfig, ScheduleConfig, SuccessConfig
 
-MAX_INSTRUCTION_CHARS = 1000  # a task, not a document: longer text is rejected with this limit named
 _ROBOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # one ROS name token: it becomes a namespace and a prefix
 
 

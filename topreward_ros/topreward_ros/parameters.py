@@ -12,8 +12,7 @@ from pathlib import Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from topreward.scoring.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX
-from topreward.types import DEFAULT_MODEL, SUCCESS_METRICS, frame_size_error
-from topreward_ros.node_config import MAX_INSTRUCTION_CHARS
+from topreward.types import DEFAULT_MODEL, SUCCESS_METRICS, frame_size_error, instruction_error
 
 
 @dataclass(frozen=True)
@@ -179,10 +178,8 @@ def validate(name: str, value) -> str | None:
         v = str(value)
         if not (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())):
             return f"must be auto, cpu, cuda or cuda:N, got {value!r}"
-    if name == "instruction" and value and not str(value).strip():
-        return "must not be only whitespace (an empty string means: no task yet)"
-    if name == "instruction" and len(value) > MAX_INSTRUCTION_CHARS:
-        return f"is {len(value)} characters; at most {MAX_INSTRUCTION_CHARS}"
+    if name == "instruction":
+        return instruction_error(str(value))
     if name == "record_dir" and value and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
         return f"{value} exists and is not a directory"
     if name == "camera_topics":

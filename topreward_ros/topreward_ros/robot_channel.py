@@ -22,7 +22,7 @@ from topreward.online.episode import OnlineEpisode
 from topreward.online.records import RecordError, append_record, next_episode_id
 from topreward.online.worker import EpisodeStream, FailureStats
 from topreward.scoring.scorer import StreamingScorer
-from topreward.types import Step
+from topreward.types import RewardStep, Step
 from topreward_msgs.msg import Progress, SuccessDetected
 from topreward_msgs.srv import StartEpisode
 from topreward_ros.camera_intake import CameraIntake
@@ -276,35 +276,35 @@ class RobotChannel:
 
     # ---------------------------------------------------------------- outputs (worker thread)
     def on_step(self, episode_id: int, instruction: str, step: Step, inference: float) -> None:
-        score = step.score
+        values = RewardStep.of(episode_id, instruction, step, inference, self.scorer.backend.name)
         msg = Progress()
-        msg.header.stamp = _stamp(score.stamp_ns)
+        msg.header.stamp = _stamp(values.stamp_ns)
         msg.header.frame_id = self.intake.frame_id
-        msg.episode_id, msg.instruction, msg.num_frames = episode_id, instruction, score.num_frames
-        msg.elapsed = score.elapsed
-        msg.log_prob_true, msg.log_prob_false, msg.p_true = score.log_prob_true, score.log_prob_false, score.p_true
-        msg.progress, msg.reward, msg.model = step.progress, step.reward, self.scorer.backend.name
+        msg.episode_id, msg.instruction, msg.num_frames = values.episode_id, values.instruction, values.num_frames
+        msg.elapsed = values.elapsed
+        msg.log_prob_true, msg.log_prob_false, msg.p_true = values.log_prob_true, values.log_prob_false, values.p_true
+        msg.progress, msg.reward, msg.model = values.progress, values.reward, values.model
         with self._publish_lock:
             if self._closing or episode_id != self.buffer.episode_id:
                 return  # shutting down, or the episode was reset while this prefix was being scored
-            msg.latency = (self.node.get_clock().now().nanoseconds - score.stamp_ns) * 1e-9
+            msg.latency = (self.node.get_clock().now().nanoseconds - values.stamp_ns) * 1e-9
             self.progress_pub.publish(msg)
-            if step.success is not None:
-                self._publish_success(episode_id, instruction, step)
+            if values.success is not None:
+                self._publish_success(values)
 
-    def _publish_success(self, episode_id: int, instruction: str, step: Step) -> None:
-        event = step.success
+    def _publish_success(self, values: RewardStep) -> None:
+        event = values.success
         msg = SuccessDetected()
-        msg.header.stamp = _stamp(step.score.stamp_ns)
+        msg.header.stamp = _stamp(values.stamp_ns)
         msg.header.frame_id = self.intake.frame_id
-        msg.episode_id, msg.instruction = episode_id, instruction
+        msg.episode_id, msg.instruction = values.episode_id, values.instruction
         msg.score = event.score
         msg.threshold = event.threshold
         msg.consecutive = event.consecutive
         msg.elapsed = event.elapsed
         self.success_pub.publish(msg)
         self.success_count += 1
-        self._log.info(f"episode {episode_id}: success (score {event.score:.3f} >= {event.threshold:.3f})")
+        self._log.info(f"episode {values.episode_id}: success (score {event.score:.3f} >= {event.threshold:.3f})")
         if self.reset_client is not None:
             if self.reset_client.service_is_ready():
                 self.reset_client.call_async(Trigger.Request())  # never waited on: the executor stays free
