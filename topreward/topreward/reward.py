@@ -105,6 +105,10 @@ class TOPReward:
         self._round.run_round()  # the ended episode is closed now (last_episode), not at the next frame
         return episode
 
+    def wants(self, t: float) -> bool:
+        """Whether a frame captured at `t` would be scored: lets a caller skip rendering or decoding the rest."""
+        return self.episode_id >= 0 and self._buffer.admit(t) is not None
+
     def observe(self, frame: np.ndarray | Sequence[np.ndarray], t: float,
                 stamp_ns: int | None = None) -> RewardStep | None:
         """Offer a frame captured at `t` [s]; the step of the prefix it ends, or None if the schedule skips it.
