@@ -73,7 +73,7 @@ def load_backend(name: str, device: str = "cpu", dtype: str = "float32") -> Qwen
     """A named random shape built in memory, or anything Qwen3VLBackend.load accepts."""
     if name not in SHAPES:
         return Qwen3VLBackend.load(ModelConfig(model=name, device=device, dtype=dtype))
-    from topreward.model.backend import resolve_device, resolve_dtype
+    from topreward.model.resolve import resolve_device, resolve_dtype
 
     text, vision, _ = SHAPES[name]
     torch_device = resolve_device(device)

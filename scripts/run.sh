@@ -17,7 +17,7 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( 100 + $$ % 100 ))}
 export ROS_HOME=${ROS_HOME:-$ROOT/.stamps/ros}
 
 MODEL=${1:-${TOPREWARD_MODEL:-Qwen/Qwen3-VL-8B-Instruct}}
-if ! python -c "import sys; from topreward.model.backend import model_available; sys.exit(not model_available(sys.argv[1]))" "$MODEL"; then
+if ! python -c "import sys; from topreward.model.resolve import model_available; sys.exit(not model_available(sys.argv[1]))" "$MODEL"; then
     echo "================================================================================"
     echo " $MODEL cannot be loaded here (no local copy, no hub access)."
     echo " Falling back to MODEL=tiny-random: a randomly initialised Qwen3-VL."

@@ -71,7 +71,7 @@ def test_linear_patch_embedding_equals_the_convolution(backend):
     import torch
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
 
-    from topreward.model.backend import LinearPatchEmbed
+    from topreward.model.patch_embed import LinearPatchEmbed
 
     visual = backend.model.model.visual
     assert isinstance(visual.patch_embed, LinearPatchEmbed)

@@ -43,7 +43,7 @@ def mirror():
 def available(tmp_path, **env) -> bool:
     """model_available() in a fresh process: huggingface_hub reads its configuration once, at import."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HTTP", "http"))}
-    code = "import sys; from topreward.model.backend import model_available; print(model_available('org/model'))"
+    code = "import sys; from topreward.model.resolve import model_available; print(model_available('org/model'))"
     result = subprocess.run([sys.executable, "-c", code], env={**base, "HF_HOME": str(tmp_path), **env},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

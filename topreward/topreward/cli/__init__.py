@@ -15,7 +15,7 @@ from topreward.cli import label as label_command
 from topreward.cli import score as score_command
 from topreward.cli.common import UsageError
 from topreward.frames.video import VideoReadError
-from topreward.model.backend import ModelLoadError
+from topreward.model.errors import ModelLoadError
 from topreward.offline.episode import SourceError
 from topreward.output_files import OutputError
 

@@ -1,121 +1,27 @@
-"""Qwen3-VL through transformers: loading, per-pair pixel encoding, and one forward step on a KV cache."""
+"""Qwen3-VL through transformers: loading, per-pair pixel encoding, and forward steps on KV caches.
+
+Where the model runs and comes from is resolved in resolve.py, a local checkpoint is checked in checkpoint.py,
+the patch embedding is replaced (patch_embed.py), and the batched pass's stacked caches are laid out in
+batch_layout.py.
+"""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from topreward.model.batch_layout import BatchRow, BatchRowOutput, row_cache, stacked_cache
+from topreward.model.checkpoint import QWEN3_VL_TYPES, check_local_checkpoint
+from topreward.model.errors import ModelLoadError
+from topreward.model.patch_embed import LinearPatchEmbed
+from topreward.model.resolve import attn_implementation, cached_commit, hub_source, resolve_device, resolve_dtype
 from topreward.model.tiny import TINY_MODEL_NAME, tiny_model_dir
 from topreward.types import ModelConfig
 
-_QWEN3_VL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says why in one line."""
-
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ModelLoadError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if name not in dtypes:
-        raise ModelLoadError(f"unknown dtype {name!r}: use auto, float32, bfloat16 or float16")
-    return dtypes[name]
-
-
-def _attn_implementation(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
-
-
-def _check_local_checkpoint(path: Path) -> None:
-    config = path / "config.json"
-    if not config.is_file():
-        raise ModelLoadError(f"model directory {path} has no config.json: not a transformers checkpoint")
-    try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{config} is not valid JSON: {exc}") from exc
-    if model_type not in _QWEN3_VL_TYPES:
-        raise ModelLoadError(f"model directory {path} holds a {model_type!r} checkpoint, not Qwen3-VL")
-
-
-class LinearPatchEmbed(torch.nn.Module):
-    """Qwen3-VL's patch embedding as the matrix product it is.
-
-    The original is a Conv3d whose kernel equals its stride (one output per flattened patch), which
-    PyTorch runs through a generic convolution: 48 ms for one frame pair of 256x256 on a 2-core CPU, against
-    1 ms as a GEMM (and pathologically slow cuDNN kernels on some GPUs, transformers issue 45750). Same
-    weights, held by the original `proj` so the state dict is unchanged; the result differs only by
-    float rounding (4e-6 in fp32).
-    """
-
-    def __init__(self, original: torch.nn.Module) -> None:
-        super().__init__()
-        self.proj = original.proj
-        self.embed_dim = self.proj.out_channels
-
-    @staticmethod
-    def fits(module: torch.nn.Module) -> bool:
-        proj = getattr(module, "proj", None)
-        return (isinstance(proj, torch.nn.Conv3d) and proj.stride == proj.kernel_size and proj.groups == 1
-                and proj.padding == (0, 0, 0) and proj.dilation == (1, 1, 1))
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        weight = self.proj.weight.view(self.embed_dim, -1)
-        patches = hidden_states.view(-1, weight.shape[1]).to(weight.dtype)
-        return torch.nn.functional.linear(patches, weight, self.proj.bias)
-
-
-@dataclass
-class BatchRow:
-    """One sequence of a batched forward pass: a chunk of ids on top of its own cache."""
-
-    ids: list[int]
-    start: int  # position of the chunk's first token
-    cache: object  # the row's DynamicCache; read, never changed
-    pixels: torch.Tensor | None  # the chunk's frame pairs (encode_pairs), or None for text only
-    grid: torch.Tensor | None
-    pad_at: int  # where the row's padding goes: after the tokens it keeps, before the tokens it reads logits of
-    keep: int  # leading chunk tokens whose keys and values join the row's cache
-
-
-@dataclass
-class BatchRowOutput:
-    """What forward() would have given the row, and the row's cache grown by its kept tokens."""
-
-    logits: torch.Tensor  # (logits_to_keep, vocabulary) float32: the row's last real positions
-    positions: torch.Tensor  # (3, len(ids)) the chunk's positions, as forward() returns them
-    cache: object  # a new DynamicCache: the row's cache followed by its first `keep` chunk tokens
+__all__ = ["BatchRow", "BatchRowOutput", "ModelLoadError", "Qwen3VLBackend"]
 
 
 class Qwen3VLBackend:
@@ -150,7 +56,7 @@ class Qwen3VLBackend:
         if path.exists() or config.model.startswith((".", "/", "~")):
             if not path.is_dir():
                 raise ModelLoadError(f"model directory {path} does not exist")
-            _check_local_checkpoint(path)
+            check_local_checkpoint(path)
         kwargs = {"trust_remote_code": config.trust_remote_code}
         if path.is_dir():
             if config.revision:
@@ -160,23 +66,23 @@ class Qwen3VLBackend:
         else:
             source = config.model
             kwargs["revision"] = config.revision or None
-            kwargs["local_files_only"] = _hub_source(config.model, kwargs["revision"])
+            kwargs["local_files_only"] = hub_source(config.model, kwargs["revision"])
         try:
             processor = AutoProcessor.from_pretrained(source, **kwargs)
             # Straight onto the device: an 8B model never passes through a robot PC's host memory whole.
             model = AutoModelForImageTextToText.from_pretrained(
                 source, dtype=dtype, device_map=str(device),
                 use_safetensors=None if config.allow_pickle_weights else True,
-                attn_implementation=_attn_implementation(config.attn_implementation, device), **kwargs,
+                attn_implementation=attn_implementation(config.attn_implementation, device), **kwargs,
             )
         except Exception as exc:  # missing files, no hub, corrupt weights, an absent attention package, ...
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if not config.allow_pickle_weights and "safetensors" in str(exc).lower():
                 first_line += " (only safetensors weights are loaded unless pickle weights are allowed)"
             raise ModelLoadError(f"cannot load model {config.model!r}: {first_line}") from exc
-        if model.config.model_type not in _QWEN3_VL_TYPES:
+        if model.config.model_type not in QWEN3_VL_TYPES:
             raise ModelLoadError(f"{config.model!r} is a {model.config.model_type!r} model, not Qwen3-VL")
-        commit = None if path.is_dir() else _cached_commit(source, kwargs["revision"])
+        commit = None if path.is_dir() else cached_commit(source, kwargs["revision"])
         return cls(model, processor, f"{name}@{commit}" if commit else name)
 
     def tokens_per_frame_pair(self, height: int, width: int) -> int:
@@ -283,7 +189,7 @@ class Qwen3VLBackend:
         with_pixels = [r for r in rows if r.pixels is not None]
         pixels = torch.cat([r.pixels for r in with_pixels]) if with_pixels else None
         grid = torch.cat([r.grid for r in with_pixels]) if with_pixels else None
-        stacked = self._stacked_cache([r.cache for r in rows], cached, past)
+        stacked = stacked_cache(self._text_config, [r.cache for r in rows], cached, past)
         out = self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=stacked,
             use_cache=True, pixel_values_videos=pixels, video_grid_thw=grid, mm_token_type_ids=mm_types,
@@ -292,35 +198,9 @@ class Qwen3VLBackend:
         logits = out.logits.float()
         return [
             BatchRowOutput(logits=logits[i], positions=chunk_positions[i],
-                           cache=self._row_cache(stacked, i, past - have, past + r.keep))
+                           cache=row_cache(self._text_config, stacked, i, past - have, past + r.keep))
             for i, (r, have) in enumerate(zip(rows, cached, strict=True))
         ]
-
-    def _stacked_cache(self, caches: list, lengths: list[int], past: int):
-        """One batched DynamicCache holding copies of `caches`, each right-aligned at `past` after zeros."""
-        stacked = self.new_cache()
-        if past == 0:
-            return stacked
-        longest = caches[lengths.index(past)]
-        layers = []
-        for index, like in enumerate(longest.layers):
-            shape = (len(caches), like.keys.shape[1], past, like.keys.shape[3])
-            keys = like.keys.new_zeros(shape)
-            values = like.values.new_zeros(shape)
-            for row, (cache, length) in enumerate(zip(caches, lengths, strict=True)):
-                if length:
-                    keys[row, :, past - length:] = cache.layers[index].keys[0]
-                    values[row, :, past - length:] = cache.layers[index].values[0]
-            layers.append((keys, values))
-        return type(stacked)(ddp_cache_data=layers, config=self.model.config.get_text_config())
-
-    def _row_cache(self, stacked, row: int, begin: int, end: int):
-        """A new single-row cache of `stacked`'s tokens begin..end of one row (copied: the batch is freed)."""
-        if end == begin:
-            return self.new_cache()
-        layers = [(layer.keys[row:row + 1, :, begin:end].clone(), layer.values[row:row + 1, :, begin:end].clone())
-                  for layer in stacked.layers]
-        return type(stacked)(ddp_cache_data=layers, config=self.model.config.get_text_config())
 
     @torch.inference_mode()
     def forward_uncached(self, ids: list[int], pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -336,73 +216,13 @@ class Qwen3VLBackend:
         )
         return out.logits[0, -2].float()
 
+    @property
+    def _text_config(self):
+        return self.model.config.get_text_config()
+
     def new_cache(self):
         from transformers import DynamicCache
 
         return DynamicCache(config=self.model.config.get_text_config())
 
 
-def _hub_reachable(name: str, revision: str | None = None, timeout: float = 5.0) -> bool:
-    """Whether the hub answers about `name`, asked as huggingface_hub itself is configured.
-
-    That is HF_ENDPOINT (a mirror), HF_HUB_OFFLINE, HF_TOKEN and the proxy variables. Any answer counts, a 404
-    or a gated model too: loading then says what is wrong; only no answer at all (offline, refused, timed out)
-    is unreachable.
-    """
-    from huggingface_hub import constants, model_info
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        model_info(name, revision=revision, timeout=timeout)
-    except HfHubHTTPError:
-        return True
-    except Exception:  # connection refused, name resolution, proxy, timeout: the client's own error types
-        return False
-    return True
-
-
-def _cached_config(name: str, revision: str | None = None) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(name, "config.json", revision=revision)
-    return Path(found) if isinstance(found, str) else None
-
-
-def _cached(name: str, revision: str | None = None) -> bool:
-    return _cached_config(name, revision) is not None
-
-
-def _cached_commit(name: str, revision: str | None) -> str | None:
-    """The commit of a hub model as loaded: the hub client keeps each one in <cache>/snapshots/<commit>/."""
-    config = _cached_config(name, revision)
-    return config.parent.name if config is not None and config.parent.parent.name == "snapshots" else None
-
-
-def _hub_source(name: str, revision: str | None = None) -> bool:
-    """Whether a hub id must load from the local cache only; ModelLoadError at once if it cannot load at all.
-
-    Without this check the hub client retries for minutes before it fails on a machine that cannot reach it.
-    """
-    if _hub_reachable(name, revision):
-        return False
-    if _cached(name, revision):
-        return True
-    raise ModelLoadError(f"cannot load model {name!r}: it is not in the local Hugging Face cache and the hub "
-                         "cannot be reached; set model to a local checkpoint directory (e.g. "
-                         "model:=/path/to/Qwen3-VL-8B-Instruct) or download it first")
-
-
-def model_available(name: str) -> bool:
-    """Whether `name` can be loaded now: a local directory, a hub id already in the cache, or the hub reachable.
-
-    A quick check (seconds), so that a demo can fall back instead of waiting out the hub client's retries.
-    """
-    if name == TINY_MODEL_NAME or Path(name).expanduser().is_dir():
-        return True
-    try:
-        _hub_source(name)
-    except ModelLoadError:
-        return False
-    return True

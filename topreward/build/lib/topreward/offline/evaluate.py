@@ -1,0 +1,200 @@
+"""Score episodes one after the other and keep every finished one in `curves.jsonl` at once.
+
+Knows nothing of formats: it takes `Episode`s from any reader. The model is loaded only when the first
+episode that needs it has been read, so a bad source fails in a second rather than after minutes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from topreward.frames.schedule import FrameSchedule
+from topreward.frames.tiling import tile_views
+from topreward.offline.episode import Episode, EpisodeError, Skipped
+from topreward.output_files import claim, json_with, open_append, write_atomic
+from topreward.scoring.curve import Curve, prefix_lengths, score_curve
+from topreward.scoring.metrics import minmax_normalize, value_order_correlation
+from topreward.scoring.prompt import PromptConfig
+from topreward.types import ScheduleConfig
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How every episode is scored; written into each curve's `settings`."""
+
+    schedule: ScheduleConfig = ScheduleConfig()
+    prompt: PromptConfig = PromptConfig()
+    prefixes: int | None = 15  # None: every sampled frame
+    tau: float = 2.0
+    delta_max: float = 2.0
+    static_check: bool = False
+    cameras: tuple[str, ...] = ()
+
+    def settings(self) -> dict:
+        return {
+            "requested_sample_fps": self.schedule.sample_fps, "frame_size": list(self.schedule.frame_size),
+            "max_frames": self.schedule.max_frames, "prefixes": self.prefixes, "prompt_prefix": self.prompt.prefix,
+            "prompt_suffix": self.prompt.suffix, "chat_template": self.prompt.chat_template,
+            "cameras": list(self.cameras), "static_check": self.static_check,
+        }
+
+
+def sample_episode(episode: Episode, config: ScheduleConfig) -> FrameSchedule:
+    """The episode's frames as the model sees them: sampled on the schedule's grid, views tiled as the node does."""
+    sampled = FrameSchedule(config)
+    for views, t in episode.read(sampled.wants):
+        frame = views[0] if len(views) == 1 else tile_views(views, config.frame_size)
+        try:
+            sampled.offer(frame, t)
+        except ValueError as exc:  # a non-finite stamp or a frame that is not RGB uint8
+            raise EpisodeError(f"frame at {t} s: {exc}") from None
+    if len(sampled) < 2:
+        raise EpisodeError(f"{len(sampled)} sampled frame(s) at {config.sample_fps:g} fps: at least one frame pair "
+                           "(2) is needed (episode too short)")
+    return sampled
+
+
+def static_schedule(sampled: FrameSchedule) -> FrameSchedule:
+    """The first sampled frame repeated at every sampled time: a video in which nothing happens."""
+    still = FrameSchedule(sampled.config)
+    for t in sampled.times:
+        still.offer(sampled.frames[0], t)
+    return still
+
+
+def score_episode(scorer, episode: Episode, sampled: FrameSchedule, config: ScoringConfig,
+                  on_prefix: Callable[[int], None] | None = None) -> Curve:
+    """The episode's curve (and its static twin with --static-check) on a loaded StreamingScorer."""
+    scorer.reset(episode.instruction, frames=sampled)
+    lengths = prefix_lengths(scorer.num_frames, config.prefixes)
+    curve = score_curve(scorer, lengths, config.tau, config.delta_max, on_prefix=on_prefix)
+    curve = replace(curve, key=episode.key, episode_id=episode.episode_id, source=episode.source,
+                    success=episode.success, settings=config.settings())
+    if config.static_check:
+        scorer.reset(frames=static_schedule(sampled))
+        raw = [scorer.score(n).log_prob_true for n in lengths]
+        curve = replace(curve, static_log_prob_true=raw, static_normalized=minmax_normalize(raw).tolist(),
+                        static_voc=value_order_correlation(raw))
+    return curve
+
+
+CURVES_FILE = json_with("log_prob_true", "prefix_lengths")  # an curves.jsonl: one Curve a line
+
+
+class CurveLog:
+    """`curves.jsonl`: one curve per line, flushed to disk as each episode finishes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[Curve]:
+        """The finished curves; a line cut short by a crash is dropped (and cut from the file)."""
+        if not self.path.is_file():
+            return []
+        curves, good = [], 0
+        with self.path.open("rb") as f:
+            for line in f:
+                try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError("unterminated")
+                    curves.append(Curve.from_json(json.loads(line)))
+                except (ValueError, TypeError):
+                    break
+                good += len(line)
+        if good < self.path.stat().st_size:
+            with self.path.open("r+b") as f:
+                f.truncate(good)
+        return curves
+
+    def start(self, resume: bool) -> list[Curve]:
+        """Ready to append: kept as it is (a cut last line dropped) with `resume`, else emptied; created if missing.
+
+        Never through a symbolic link, never over a file that is not an curves file (core/output_files.py).
+        """
+        claim(self.path, CURVES_FILE)
+        if resume and self.path.is_file():
+            return self.load()
+        write_atomic(self.path, "", CURVES_FILE)
+        return []
+
+    def append(self, curve: Curve) -> None:
+        with open_append(self.path, CURVES_FILE) as f:
+            f.write(json.dumps(curve.to_json(), allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@dataclass
+class Outcome:
+    """What a run produced: curves in source order and the episodes it could not use."""
+
+    curves: list[Curve] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    resumed: int = 0
+    interrupted: bool = False
+
+
+def select(items: list, spec: str | None) -> list:
+    """`--episodes`: positions in the source's order, as `A:B` (Python slice) or `A,B,C`."""
+    if not spec:
+        return items
+    try:
+        if ":" in spec:
+            parts = [int(p) if p.strip() else None for p in spec.split(":")]
+            return items[slice(*parts)]
+        return [items[int(p)] for p in spec.split(",") if int(p) < len(items)]
+    except ValueError:
+        raise ValueError(f"--episodes expects A:B or A,B,C (positions), got {spec!r}") from None
+
+
+def evaluate(items: Iterable[Episode | Skipped], log: CurveLog, config: ScoringConfig,
+             scorer_factory: Callable[[], object], done: dict[str, Curve] | None = None, resume: bool = False,
+             on_event: Callable[[str, object], None] = lambda kind, value: None,
+             on_prefix: Callable[[int], None] | None = None) -> Outcome:
+    """Score every episode not in `done` into the log; `on_event` hears "done", "skipped" and "resumed" as they happen.
+
+    `done` holds the episodes already finished anywhere (this log, another rank's part, the merged file), by key.
+    A bad episode is skipped with its reason and the run goes on. Ctrl-C stops after the episode in progress is
+    abandoned; everything finished is already on disk.
+    """
+    outcome = Outcome()
+    done = dict(done or {})
+    log.start(resume)
+    scorer = None
+    try:
+        for item in items:
+            if isinstance(item, Skipped):
+                outcome.skipped.append(item)
+                on_event("skipped", item)
+                continue
+            if item.key in done:
+                outcome.curves.append(done[item.key])
+                outcome.resumed += 1
+                on_event("resumed", done[item.key])
+                continue
+            try:
+                if not item.instruction:
+                    raise EpisodeError("no instruction: give --instruction")
+                sampled = sample_episode(item, config.schedule)
+                if scorer is None:
+                    scorer = scorer_factory()
+                curve = score_episode(scorer, item, sampled, config, on_prefix)
+            except EpisodeError as exc:
+                skip = Skipped(item.key, item.source, str(exc), item.episode_id)
+                outcome.skipped.append(skip)
+                on_event("skipped", skip)
+                continue
+            log.append(curve)
+            outcome.curves.append(curve)
+            on_event("done", curve)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    return outcome
+
+
+def finite(values: Iterable[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]

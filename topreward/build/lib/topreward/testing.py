@@ -1,0 +1,31 @@
+"""Test fixtures shared by this package's tests and the ROS layer's: the tiny random Qwen3-VL and synthetic frames.
+
+The tiny model is a real Qwen3-VL object (real classes, processor, tokenizer and cache code) with random
+weights: its numbers mean nothing. Import the fixtures into a conftest.py to use them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    from .model.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def backend(tiny_model_path):
+    from .model.backend import Qwen3VLBackend
+    from .types import ModelConfig
+
+    return Qwen3VLBackend.load(ModelConfig(model=str(tiny_model_path), device="cpu", dtype="float32"))
+
+
+def random_frames(count: int, seed: int = 0, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
