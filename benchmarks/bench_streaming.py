@@ -63,7 +63,7 @@ def run_streaming(backend, frames: list) -> tuple[list, dict, object]:
         "step_ms_last_quarter": median_ms(steps[-quarter:]),
         "total_s": meter.wall_s,
         "vision_s": meter.vision_s, "llm_s": meter.llm_s, "other_s": meter.other_s,
-        "cache_tokens": scorer._cache.get_seq_length(),
+        "cache_tokens": scorer.cache.get_seq_length(),
         "steps_ms": [round(1000.0 * x, 1) for x in steps],
     }, scorer
 

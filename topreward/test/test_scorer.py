@@ -37,7 +37,7 @@ def test_cache_grows_by_one_pair_and_question_is_cropped(backend):
         scorer.append(frame, 0.5 * k)
         scorer.score()
         # Only complete pairs stay in the cache; the question and a lone frame were cropped off.
-        assert scorer._cache.get_seq_length() == scorer._pair_ends[-1][0]
+        assert scorer.cache.get_seq_length() == scorer._pair_ends[-1][0]
         assert len(scorer._pair_ends) - 1 == (k + 1) // 2
         if k >= 3 and k % 2 == 1:
             pair_tokens = len(scorer._pair_ids(len(scorer._pair_ends) - 2, k))
@@ -77,7 +77,7 @@ def test_exact_after_reset_with_new_instruction(backend):
         scorer.append(frame, 0.5 * k)
         scorer.score()
     scorer.reset("second task")
-    assert scorer.num_frames == 0 and scorer._cache.get_seq_length() == 0
+    assert scorer.num_frames == 0 and scorer.cache.get_seq_length() == 0
     fresh = StreamingScorer(backend, "second task", SMALL)
     for k, frame in enumerate(random_frames(3, seed=10)):
         scorer.append(frame, 7.0 + 0.5 * k)
@@ -154,4 +154,4 @@ def test_each_prefix_is_one_forward_pass_of_exactly_the_tokens_it_needs(backend)
     assert calls["vision"] == n  # one vision call per prefix: the new pair or the self-pair
     assert scorer.work.tokens_prefilled == pairs + self_pairs + n * question
     assert scorer.work.frames_encoded == 2 * n
-    assert scorer._cache.get_seq_length() == pairs  # complete pairs only
+    assert scorer.cache.get_seq_length() == pairs  # complete pairs only
