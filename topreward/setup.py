@@ -18,7 +18,7 @@ setup(
         "numpy>=1.26",
         "torch>=2.4",
         "torchvision>=0.19",
-        "transformers>=5.0",
+        "transformers>=5.23,<5.40",  # 5.23 pinned in CI, 5.25 in the pip-only job; 5.40 drops past_key_values
         "accelerate>=1.0",
         "huggingface_hub>=1.0",
         "av>=12",

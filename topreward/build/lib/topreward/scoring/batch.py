@@ -38,21 +38,17 @@ def score_batch(requests: Sequence[tuple[StreamingScorer, int | None]]) -> list[
     if len(requests) == 1:
         scorer, num_frames = requests[0]
         return [scorer.score(num_frames)]
-    lengths = [scorer._checked_length(num_frames) for scorer, num_frames in requests]
-    chunks = [scorer._prepare(n) for scorer, n in zip(scorers, lengths, strict=True)]
+    lengths = [scorer.prefix_length(num_frames) for scorer, num_frames in requests]  # all checked before any change
+    chunks = [scorer.prepare(n) for scorer, n in zip(scorers, lengths, strict=True)]
     backend = scorers[0].backend
     rows = []
     for scorer, chunk in zip(scorers, chunks, strict=True):
         pixels, grid = backend.encode_pairs(chunk.frames) if chunk.frames else (None, None)
         # Pads sit right before the question: after the pairs the cache keeps, before the logits read.
-        rows.append(BatchRow(ids=chunk.ids, start=chunk.start, cache=scorer._cache, pixels=pixels, grid=grid,
+        rows.append(BatchRow(ids=chunk.ids, start=chunk.start, cache=scorer.cache, pixels=pixels, grid=grid,
                              pad_at=chunk.question_at, keep=chunk.keep))
     outputs = backend.forward_batch(rows, logits_to_keep=2)
-    for scorer, out in zip(scorers, outputs, strict=True):
-        scorer._cache = out.cache
-    scores = [scorer._finish(chunk, out.logits, out.positions)
+    # Every scorer takes its row before any value is refused: a NaN in one row leaves the others' caches sound.
+    scores = [scorer.finish(chunk, out.logits, out.positions, out.cache)
               for scorer, chunk, out in zip(scorers, chunks, outputs, strict=True)]
-    for scorer, score in zip(scorers, scores, strict=True):
-        if not score.finite:
-            scorer._drop_cache()  # whatever the pass wrote there is suspect; the others' caches are sound
     return [check_finite(score) for score in scores]

@@ -149,12 +149,35 @@ class StreamingScorer:
         return PrefixChunk(num_frames=n, ids=ids + self._question, question_at=len(ids), frames=frames,
                            pair_ends=pair_ends, start=start, cache_len=cache_len)
 
-    def _finish(self, chunk: PrefixChunk, logits: torch.Tensor, positions: torch.Tensor) -> PrefixScore:
-        """Record the chunk's new pairs, crop the cache to them, count the work; the prefix's values.
+    # Scoring in two phases, for a forward pass the scorer does not run itself (score_batch runs several
+    # scorers' chunks in one): prepare() says what the pass must compute, finish() takes its results.
+    def prepare(self, num_frames: int | None = None) -> PrefixChunk:
+        """Phase 1: the chunk of prefix `num_frames` (default: all) to run on top of `cache`.
+
+        Raises ValueError for a prefix that was not sampled. May drop or crop the cache first (a halving, an
+        earlier prefix), always to a consistent state, so a pass that then fails leaves the scorer usable.
+        """
+        return self._prepare(self.prefix_length(num_frames))
+
+    @property
+    def cache(self):
+        """The KV cache of the complete pairs scored so far: read it, never change it (finish() replaces it)."""
+        return self._cache
+
+    def finish(self, chunk: PrefixChunk, logits: torch.Tensor, positions: torch.Tensor, cache) -> PrefixScore:
+        """Phase 2: adopt `cache` (the old one grown by the chunk), record the chunk's pairs; the prefix's values.
 
         `logits` are the chunk's last two positions, `positions` its (3, L) positions (no padding): what
-        Qwen3VLBackend.forward returns, or one row of forward_batch.
+        Qwen3VLBackend.forward returns, or one row of forward_batch. A non-finite value is returned as it is,
+        for the caller to refuse (check_finite), with the cache dropped: whatever the pass wrote is suspect.
         """
+        self._cache = cache
+        score = self._finish(chunk, logits, positions)
+        if not score.finite:
+            self._drop_cache()
+        return score
+
+    def _finish(self, chunk: PrefixChunk, logits: torch.Tensor, positions: torch.Tensor) -> PrefixScore:
         for end in chunk.pair_ends:
             # Every pair ends with <|vision_end|>, a text token: the next position follows it.
             self._pair_ends.append((chunk.cache_len + end, int(positions[0, end - 1]) + 1))
@@ -166,7 +189,8 @@ class StreamingScorer:
         # The last two positions; the answer is predicted from the one before it.
         return self._prefix_score(chunk.num_frames, logits[-2])
 
-    def _checked_length(self, num_frames: int | None) -> int:
+    def prefix_length(self, num_frames: int | None) -> int:
+        """The prefix `num_frames` names (None: all sampled frames); ValueError if it was not sampled."""
         n = self.num_frames if num_frames is None else num_frames
         if not 1 <= n <= self.num_frames:
             raise ValueError(f"prefix of {n} frames requested, {self.num_frames} sampled")
@@ -174,7 +198,7 @@ class StreamingScorer:
 
     def score(self, num_frames: int | None = None) -> PrefixScore:
         """Values of the prefix of the first `num_frames` sampled frames (default: all so far)."""
-        n = self._checked_length(num_frames)
+        n = self.prefix_length(num_frames)
         try:
             return check_finite(self._score(n))
         except BaseException:
@@ -187,7 +211,7 @@ class StreamingScorer:
         chunk = self._prepare(n)
         pixels, grid = self.backend.encode_pairs(chunk.frames) if chunk.frames else (None, None)
         logits, positions = self.backend.forward(chunk.ids, chunk.start, self._cache, pixels, grid, logits_to_keep=2)
-        return self._finish(chunk, logits, positions)
+        return self.finish(chunk, logits, positions, self._cache)  # forward() grew the cache in place
 
     def _prefix_score(self, n: int, logits: torch.Tensor) -> PrefixScore:
         log_probs = torch.log_softmax(logits.float(), dim=-1)
