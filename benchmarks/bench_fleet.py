@@ -34,7 +34,7 @@ from common import (
     synthetic_video,
 )
 
-from topreward.frames.schedule import resize_frame
+from topreward.frames.image_conversion import resize_image
 from topreward.scoring.batch import score_batch
 from topreward.scoring.scorer import StreamingScorer
 from topreward.types import ScheduleConfig
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     rss_after_load = rss_mb()
     model_bytes = parameter_bytes(backend.model)
     print(describe(backend), f"; RSS after load {rss_after_load:.0f} MB", flush=True)
-    videos = [[resize_frame(f, FRAME_SIZE) for f in synthetic_video(rounds, seed=robot)]
+    videos = [[resize_image(f, FRAME_SIZE) for f in synthetic_video(rounds, seed=robot)]
               for robot in range(max(sizes))]
     warm = 1 if args.quick else 2
     run_fleet(backend, [v[:warm] for v in videos[:2]], warm)  # warm-up: first calls at new shapes pick kernels

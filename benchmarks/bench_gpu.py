@@ -19,14 +19,14 @@ from bench_curve import run as run_curve
 from bench_streaming import run_recompute, run_streaming
 from common import FRAME_SIZE, describe, finish, load_backend, synthetic_video
 
-from topreward.frames.schedule import resize_frame
+from topreward.frames.image_conversion import resize_image
 
 
 def bench_model(name: str, device: str, dtype: str, lengths: list[int], raws: list[int], uncached_max: int) -> dict:
     backend = load_backend(name, device, dtype)
     print(describe(backend), flush=True)
     on_gpu = backend.device.type == "cuda"
-    video = [resize_frame(f, FRAME_SIZE) for f in synthetic_video(max(lengths))]
+    video = [resize_image(f, FRAME_SIZE) for f in synthetic_video(max(lengths))]
     run_streaming(backend, video[:4])  # warm-up
     streaming = {}
     for t in lengths:

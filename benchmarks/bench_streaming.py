@@ -34,7 +34,7 @@ from common import (
     timed_step,
 )
 
-from topreward.frames.schedule import resize_frame
+from topreward.frames.image_conversion import resize_image
 
 
 def sampled_prefixes(total: int, count: int) -> list[int]:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     lengths = args.lengths or ([8, 16] if args.quick else [16, 32, 64, 128])
     backend = load_backend(args.model, args.device, args.dtype)
     print(describe(backend))
-    video = [resize_frame(f, FRAME_SIZE) for f in synthetic_video(max(lengths))]
+    video = [resize_image(f, FRAME_SIZE) for f in synthetic_video(max(lengths))]
     # Warm-up over the shortest episode: the first calls at each new shape allocate and pick kernels.
     run_streaming(backend, video[:min(lengths)])
 

@@ -83,7 +83,7 @@ def test_symbolic_links_are_not_followed(tmp_path):
 def test_our_plots_are_recognised(tmp_path, backend):
     from conftest import random_frames
 
-    from topreward.offline.curve_plot import plot_curve
+    from topreward.offline.plots import plot_curve
     from topreward.scoring.curve import score_curve
     from topreward.scoring.scorer import StreamingScorer
     from topreward.types import ScheduleConfig

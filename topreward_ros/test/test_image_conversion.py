@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from topreward.frames.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, to_rgb
-from topreward.frames.schedule import resize_frame
+from topreward.frames.image_conversion import (
+    ImageConversionError,
+    compressed_to_rgb,
+    image_to_rgb,
+    resize_image,
+    to_rgb,
+)
 from topreward.frames.tiling import column_sizes
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
@@ -190,10 +195,10 @@ def _sized_cases() -> list[tuple[str, object]]:
 @pytest.mark.parametrize("encoding,msg", _sized_cases(), ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("size", [(16, 16), (20, 33), (37, 50), (64, 96), (48, 20), *column_sizes(3, (30, 64))])
 def test_converting_at_a_size_equals_converting_then_resizing(encoding, msg, size):
-    """Converting at a size gives exactly full-size conversion then resize_frame.
+    """Converting at a size gives exactly full-size conversion then resize_image.
 
     The node converts straight to the frame (or tile column) size; the offline path converts, then resizes.
     """
     out = to_rgb(msg, size=size)
     assert out.shape == (*size, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
-    np.testing.assert_array_equal(out, resize_frame(to_rgb(msg), size))
+    np.testing.assert_array_equal(out, resize_image(to_rgb(msg), size))

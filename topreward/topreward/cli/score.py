@@ -16,7 +16,8 @@ from topreward.cli.common import (
     prompt_config,
     schedule_config,
 )
-from topreward.frames.schedule import FrameSchedule, resize_frame
+from topreward.frames.image_conversion import resize_image
+from topreward.frames.schedule import FrameSchedule
 from topreward.frames.video import read_frames
 from topreward.output_files import OutputError, claim, json_with, png_ours, write_atomic
 from topreward.scoring.curve import Curve, prefix_lengths, score_curve
@@ -56,7 +57,7 @@ def add_parser(sub) -> None:
 def _thumbnails(frames: list[np.ndarray], count: int = 8, height: int = 96) -> list[np.ndarray]:
     picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
     h, w = frames[0].shape[:2]
-    return [resize_frame(frames[i], (height, max(1, round(w * height / h)))) for i in picks]
+    return [resize_image(frames[i], (height, max(1, round(w * height / h)))) for i in picks]
 
 
 def _print_table(curve: Curve) -> None:
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             write_atomic(args.out, json.dumps(curve.to_json(), indent=1), CURVE_JSON)
         if args.plot:
-            from topreward.offline.curve_plot import plot_curve
+            from topreward.offline.plots import plot_curve
 
             plot_curve(curve, args.plot, _thumbnails(scorer.schedule.frames))
     except OutputError as exc:

@@ -62,6 +62,13 @@ def _raw_pixels(msg, max_pixels: int) -> tuple[str, np.ndarray]:
     return encoding, rows.reshape(height, width, channels)
 
 
+def check_rgb(frame: np.ndarray) -> np.ndarray:
+    """`frame` if it is an RGB uint8 image of shape (H, W, 3); ValueError naming what it is otherwise."""
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 frame of shape (H, W, 3), got {frame.dtype} {frame.shape}")
+    return frame
+
+
 def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 (H, W[, C]) at exactly `size` = (height, width): area average to shrink, bicubic to enlarge.
 

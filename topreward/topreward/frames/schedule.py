@@ -16,19 +16,12 @@ import math
 
 import numpy as np
 
-from topreward.frames.image_conversion import resize_image
+from topreward.frames.image_conversion import check_rgb, resize_image
 from topreward.types import ScheduleConfig
 
 # Grid tolerance, in grid intervals: 30 fps timestamps like 0.4999999 still land in the 0.5 s cell.
 _EPS = 1e-6
 
-
-
-def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 (H, W, 3) at exactly `size` = (height, width)."""
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 frame of shape (H, W, 3), got {frame.dtype} {frame.shape}")
-    return resize_image(frame, size)
 
 
 class FrameSchedule:
@@ -78,7 +71,7 @@ class FrameSchedule:
             raise ValueError(f"frame time must be finite, got {t}")
         if not self.wants(t):
             return False
-        self.frames.append(resize_frame(frame, self.config.frame_size))
+        self.frames.append(resize_image(check_rgb(frame), self.config.frame_size))
         self.times.append(float(t))
         self.stamps_ns.append(round(t * 1e9) if stamp_ns is None else int(stamp_ns))
         self._cells.append(self._cell(t))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from topreward.frames.schedule import resize_frame
+from topreward.frames.image_conversion import check_rgb, resize_image
 
 
 def column_sizes(views: int, size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -26,6 +26,6 @@ def tile_views(views: list[np.ndarray | None], size: tuple[int, int]) -> np.ndar
     left = 0
     for view, column in zip(views, column_sizes(len(views), size), strict=True):
         if view is not None:
-            out[:, left:left + column[1]] = resize_frame(view, column)
+            out[:, left:left + column[1]] = resize_image(check_rgb(view), column)
         left += column[1]
     return out

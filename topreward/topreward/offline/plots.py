@@ -1,4 +1,4 @@
-"""Pictures of an evaluation run: per-episode curves (failures marked), the VOC histogram, the ROC curve."""
+"""Pictures: one scored curve (`topreward score --plot`); an evaluation run's curves, VOC histogram and ROC curve."""
 from __future__ import annotations
 
 import math
@@ -21,6 +21,52 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: Path, **options) -> Path:
+    """Written as ours (the PNG Software tag), never through a link or over a file that is not ours."""
+    fig.savefig(claim(path, png_ours), metadata={"Software": SOFTWARE}, **options)
+    plt.close(fig)
+    return path
+
+
+def plot_curve(curve: Curve, path: str | Path, thumbnails: list[np.ndarray] | None = None) -> Path:
+    """One curve in detail: raw log p(True) with its normalized-progress scale, p_true, frame thumbnails."""
+    plt = _pyplot()
+    t = np.asarray(curve.prefix_times)
+    raw = np.asarray(curve.log_prob_true)
+    rows = ([1.0] if thumbnails else []) + [3.0, 1.3]
+    fig = plt.figure(figsize=(10, 2.0 * sum(rows)), dpi=110)
+    grid = fig.add_gridspec(len(rows), 1, height_ratios=rows, hspace=0.12)
+    voc = "n/a" if np.isnan(curve.voc) else f"{curve.voc:.3f}"
+    title = f"{curve.instruction}\nVOC {voc} | {curve.model} | {len(t)} prefixes at {curve.sample_fps:g} fps"
+    if thumbnails:
+        strip = fig.add_subplot(grid[0])
+        strip.imshow(np.concatenate(thumbnails, axis=1))
+        strip.set_axis_off()
+        strip.set_title(title, fontsize=10)
+
+    ax = fig.add_subplot(grid[-2])
+    ax.plot(t, raw, "o-", color="tab:blue")
+    ax.set_ylabel('raw log p(" True")', color="tab:blue")
+    ax.tick_params(axis="y", colors="tab:blue")
+    ax.tick_params(axis="x", labelbottom=False)
+    ax.grid(alpha=0.3)
+    low, span = raw.min(), raw.max() - raw.min()
+    if span > 0:  # normalized progress is an affine map of the raw value: show it as a second scale
+        scale = ax.secondary_yaxis("right", functions=(lambda r: (r - low) / span, lambda s: s * span + low))
+        scale.set_ylabel("normalized progress (episode min-max)", color="tab:orange")
+        scale.tick_params(axis="y", colors="tab:orange")
+    if not thumbnails:
+        ax.set_title(title, fontsize=10)
+
+    below = fig.add_subplot(grid[-1], sharex=ax)
+    below.plot(t, curve.p_true, "s-", color="tab:green", markersize=4)
+    below.set_ylim(-0.05, 1.05)
+    below.set_ylabel("p_true", color="tab:green")
+    below.set_xlabel("time since first frame [s]")
+    below.grid(alpha=0.3)
+    return _save(plt, fig, Path(path), bbox_inches="tight")
 
 
 def plot_curves(curves: list[Curve], path: Path) -> Path:
@@ -55,9 +101,7 @@ def plot_curves(curves: list[Curve], path: Path) -> Path:
     model = curves[0].model if curves else ""
     fig.suptitle(f"TOPReward curves, {model}{more}; x: time since first frame [s]", fontsize=9)
     fig.tight_layout()
-    fig.savefig(claim(path, png_ours), metadata={"Software": SOFTWARE})
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_voc(curves: list[Curve], path: Path) -> Path:
@@ -73,9 +117,7 @@ def plot_voc(curves: list[Curve], path: Path) -> Path:
     ax.set_ylabel("episodes")
     ax.set_title(f"VOC of {len(curves)} episode(s)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(claim(path, png_ours), metadata={"Software": SOFTWARE})
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_roc(curves: list[Curve], path: Path, auc: float, threshold: float | None) -> Path:
@@ -96,9 +138,7 @@ def plot_roc(curves: list[Curve], path: Path, auc: float, threshold: float | Non
     ax.set_title(f"success detection, {len(labelled)} labelled episodes", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(claim(path, png_ours), metadata={"Software": SOFTWARE})
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_plots(out: Path, curves: list[Curve], summary: dict) -> None:

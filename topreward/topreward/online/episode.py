@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from topreward.scoring.metrics import dense_rewards, minmax_normalize, success_score
+from topreward.scoring.metrics import episode_values, success_score
 from topreward.types import PrefixScore, Step, SuccessConfig, SuccessEvent
 
 
@@ -74,12 +74,12 @@ class OnlineEpisode:
     def record(self, episode_id: int, instruction: str, model: str, tau: float = 2.0, delta_max: float = 2.0) -> dict:
         """The whole curve as one JSON-ready dict: ready for offline relabeling."""
         raw = [s.log_prob_true for s in self.scores]
-        normalized = minmax_normalize(raw)
+        normalized, weights = episode_values(raw, tau, delta_max)
         return {
             "episode_id": episode_id, "instruction": instruction, "model": model,
             "time": [s.time for s in self.scores], "elapsed": [s.elapsed for s in self.scores],
             "num_frames": [s.num_frames for s in self.scores],
             "log_prob_true": raw, "log_prob_false": [s.log_prob_false for s in self.scores],
-            "normalized": normalized.tolist(), "weights": dense_rewards(normalized, tau, delta_max).tolist(),
+            "normalized": normalized.tolist(), "weights": weights.tolist(),
             "success": None if self.event is None else asdict(self.event),
         }

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from topreward.scoring.metrics import dense_rewards, minmax_normalize, success_score, value_order_correlation
+from topreward.scoring.metrics import episode_values, success_score, value_order_correlation
 from topreward.scoring.scorer import StreamingScorer
 
 
@@ -85,13 +85,13 @@ def score_curve(scorer: StreamingScorer, lengths: Iterable[int], tau: float = 2.
         if on_prefix is not None:
             on_prefix(n)
     raw = [s.log_prob_true for s in scores]
-    normalized = minmax_normalize(raw)
+    normalized, reward = episode_values(raw, tau, delta_max)
     schedule = scorer.schedule
     return Curve(
         model=scorer.backend.name, instruction=scorer.instruction,
         sample_fps=1.0 / schedule.interval, frame_times=schedule.relative_times(),
         prefix_lengths=[s.num_frames for s in scores], prefix_times=[s.elapsed for s in scores],
         log_prob_true=raw, log_prob_false=[s.log_prob_false for s in scores], p_true=[s.p_true for s in scores],
-        normalized=normalized.tolist(), reward=dense_rewards(normalized, tau, delta_max).tolist(),
-        voc=value_order_correlation(raw), tau=tau, delta_max=delta_max, success_score=success_score(raw),
+        normalized=normalized.tolist(), reward=reward.tolist(), voc=value_order_correlation(raw), tau=tau,
+        delta_max=delta_max, success_score=success_score(raw),
     )

@@ -44,6 +44,13 @@ def ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def episode_values(log_prob_true: Sequence[float], tau: float = 2.0,
+                   delta_max: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's values of a whole episode: min-max normalized progress and its Eq. 3 dense rewards."""
+    normalized = minmax_normalize(log_prob_true)
+    return normalized, dense_rewards(normalized, tau, delta_max)
+
+
 def value_order_correlation(values: Sequence[float]) -> float:
     """VOC: Spearman rank correlation between values and their time order, in [-1, 1].
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from topreward.offline.episode import Skipped, SourceError
 from topreward.online.records import RECORDS_FILE, iter_records
 from topreward.scoring.curve import Curve
-from topreward.scoring.metrics import dense_rewards, minmax_normalize, success_score, value_order_correlation
+from topreward.scoring.metrics import episode_values, success_score, value_order_correlation
 from topreward.types import PrefixScore
 
 LABELS = {"success": True, "failure": False, "unknown": None}
@@ -48,13 +48,13 @@ def record_curve(record: dict, source: str, tau: float, delta_max: float) -> Cur
     outcome = record.get("outcome", "unknown")
     if outcome not in LABELS:
         raise ValueError(f"unknown outcome {outcome!r}")
-    normalized = minmax_normalize(raw)
+    normalized, reward = episode_values(raw, tau, delta_max)
     rate = (lengths[-1] - 1) / elapsed[-1] if elapsed[-1] > 0 else 0.0
     return Curve(
         model=record["model"], instruction=record["instruction"], sample_fps=rate, frame_times=elapsed,
         prefix_lengths=lengths, prefix_times=elapsed, log_prob_true=raw, log_prob_false=false,
         p_true=[PrefixScore(n, t, t, r, f).p_true for n, t, r, f in zip(lengths, elapsed, raw, false, strict=True)],
-        normalized=normalized.tolist(), reward=dense_rewards(normalized, tau, delta_max).tolist(),
+        normalized=normalized.tolist(), reward=reward.tolist(),
         voc=value_order_correlation(raw), tau=tau, delta_max=delta_max, success_score=success_score(raw),
         key=record_key(record), episode_id=record["episode_id"], source=source, success=LABELS[outcome],
         settings={"scored": "online (node records)"}, detected=record.get("success") is not None,
