@@ -14,7 +14,6 @@ thread and returns the step.
 """
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 
@@ -72,15 +71,12 @@ class TOPReward:
         The keywords are the node's parameters of the same names, with the same defaults and checks.
         `model="tiny-random"` builds a tiny model with random weights: meaningless values, for smoke tests.
         """
-        from topreward.model.backend import Qwen3VLBackend
-        from topreward.model.tiny import TINY_MODEL_NAME, TINY_WARNING
+        from topreward.model.backend import load_model
 
-        if model == TINY_MODEL_NAME:
-            logging.getLogger("topreward").warning(TINY_WARNING)
         schedule = ScheduleConfig(sample_fps, tuple(frame_size), max_frames)
         success = SuccessConfig(success_threshold, success_consecutive, min_episode_duration, success_metric)
-        backend = Qwen3VLBackend.load(ModelConfig(model, device, dtype, attn_implementation, trust_remote_code,
-                                                  allow_pickle_weights, revision))
+        backend = load_model(ModelConfig(model, device, dtype, attn_implementation, trust_remote_code,
+                                         allow_pickle_weights, revision))
         return cls(backend, schedule, success, prompt)
 
     @property

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from topreward.model.tiny import TINY_MODEL_NAME, TINY_WARNING
 from topreward.scoring.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX, PromptConfig
 from topreward.types import DEFAULT_MODEL, ModelConfig, ScheduleConfig, frame_size_error
 
@@ -81,25 +79,9 @@ def prompt_config(args: argparse.Namespace) -> PromptConfig:
     return PromptConfig(prefix=args.prompt_prefix, suffix=args.prompt_suffix, chat_template=args.chat_template)
 
 
-def load_backend(args: argparse.Namespace):
-    """The model, loaded now (minutes for a large one); the tiny random model is announced as meaningless."""
-    from topreward.model.backend import Qwen3VLBackend
-
-    if args.model == TINY_MODEL_NAME:
-        logging.getLogger("topreward").warning(TINY_WARNING)
-    return Qwen3VLBackend.load(ModelConfig(model=args.model, revision=args.revision, device=args.device,
-                                           dtype=args.dtype, attn_implementation=args.attn))
-
-
-def new_scorer(args: argparse.Namespace, instruction: str = "the task"):
-    """A StreamingScorer on a freshly loaded model, for the settings in `args`."""
-    from topreward.scoring.scorer import StreamingScorer
-
-    backend = load_backend(args)
-    try:
-        return StreamingScorer(backend, instruction, schedule_config(args), prompt_config(args))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
+                       attn_implementation=args.attn)
 
 
 def interactive() -> bool:

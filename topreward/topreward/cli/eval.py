@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from topreward.cli.common import (
@@ -15,7 +15,7 @@ from topreward.cli.common import (
     add_scoring_options,
     check_writable_dir,
     interactive,
-    new_scorer,
+    model_config,
     prompt_config,
     schedule_config,
 )
@@ -84,14 +84,17 @@ def list_source(args: argparse.Namespace) -> Listing:
 
 
 def scoring_config(args: argparse.Namespace, prefixes: int | None = None, static_check: bool = False) -> ScoringConfig:
+    """The command line as the typed configuration the offline loop takes (nothing below here reads `args`)."""
     return ScoringConfig(schedule=schedule_config(args), prompt=prompt_config(args), prefixes=prefixes,
                          tau=args.tau, delta_max=args.delta_max, static_check=static_check,
-                         cameras=tuple(args.camera or ()))
+                         cameras=tuple(args.camera or ()), model=model_config(args))
 
 
-def check_resumable(done: Iterable[Curve], config: ScoringConfig, model: str, where: Path) -> None:
+def check_resumable(done: Iterable[Curve], config: ScoringConfig, where: Path) -> None:
+    model = config.model.model
     for curve in done:
-        if curve.settings != config.settings() or curve.model != model:
+        # A hub model is named model@commit in the curves it scored.
+        if curve.settings != config.settings() or not (curve.model == model or curve.model.startswith(model + "@")):
             raise UsageError(f"{where} was scored with other settings or another model ({curve.model}); "
                              "use another --out or run without --resume")
 
@@ -104,13 +107,14 @@ def run_episodes(args: argparse.Namespace, listing: Listing, parts: Parts, confi
     order (`parts.merged` now holds them) and every rank's skips; on the other ranks, their own outcome.
     `after_each` hears this rank's running outcome and its part's folder after every episode.
     """
-    world, args.device = world_from_env(args.device)
+    world, device = world_from_env(config.model.device)
+    config = replace(config, model=replace(config.model, device=device))  # each rank on its own GPU
     try:
         if world.is_main and not args.resume:
             parts.clear()
         world.barrier()  # a fresh start is clean before any rank looks
         done = parts.done() if args.resume else {}
-        check_resumable(done.values(), config, args.model, parts.merged.parent)
+        check_resumable(done.values(), config, parts.merged.parent)
         world.barrier()  # every rank has read the others' parts before any appends to its own
         outcome = score_share(args, world.share(listing.items), CurveLog(parts.part(world)), config, done, world,
                               after_each)
@@ -167,7 +171,7 @@ def score_share(args: argparse.Namespace, items: list[Episode | Skipped], log: C
     log.path.parent.mkdir(parents=True, exist_ok=True)
     after_each(running, log.path.parent)  # a part's summary never describes an earlier run
     try:
-        return evaluate(items, log, config, lambda: new_scorer(args), done=done, resume=args.resume,
+        return evaluate(items, log, config, done=done, resume=args.resume,
                         on_event=on_event, on_prefix=lambda n: prefix_bar.update())
     finally:
         prefix_bar.close()

@@ -12,15 +12,17 @@ from topreward.cli.common import (
     UsageError,
     add_scoring_options,
     interactive,
-    new_scorer,
+    model_config,
     prompt_config,
     schedule_config,
 )
 from topreward.frames.image_conversion import resize_image
 from topreward.frames.schedule import FrameSchedule
 from topreward.frames.video import read_frames
+from topreward.model.backend import load_model
 from topreward.output_files import OutputError, claim, json_with, png_ours, write_atomic
 from topreward.scoring.curve import Curve, prefix_lengths, score_curve
+from topreward.scoring.scorer import StreamingScorer
 
 CURVE_JSON = json_with("log_prob_true", "prefix_lengths")  # what `--out` writes: it may replace only that
 
@@ -90,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if len(sampled) < 2:
         raise UsageError(f"{args.video} gives {len(sampled)} sampled frame(s) at {args.sample_fps:g} fps; "
                          "at least one frame pair (2) is needed: use a longer video or a higher --sample-fps")
-    scorer = new_scorer(args, args.instruction)
+    try:
+        scorer = StreamingScorer(load_model(model_config(args)), args.instruction, schedule, prompt_config(args))
+    except ValueError as exc:  # a frame size this model cannot patch, a prompt that swallows the answer token
+        raise UsageError(str(exc)) from None
     scorer.reset(frames=sampled)
     lengths = prefix_lengths(scorer.num_frames, args.prefixes)
     start = time.perf_counter()

@@ -6,6 +6,7 @@ batch_layout.py.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,10 +19,10 @@ from topreward.model.checkpoint import QWEN3_VL_TYPES, check_local_checkpoint
 from topreward.model.errors import ModelLoadError
 from topreward.model.patch_embed import LinearPatchEmbed
 from topreward.model.resolve import attn_implementation, cached_commit, hub_source, resolve_device, resolve_dtype
-from topreward.model.tiny import TINY_MODEL_NAME, tiny_model_dir
+from topreward.model.tiny import TINY_MODEL_NAME, TINY_WARNING, tiny_model_dir
 from topreward.types import ModelConfig
 
-__all__ = ["BatchRow", "BatchRowOutput", "ModelLoadError", "Qwen3VLBackend"]
+__all__ = ["BatchRow", "BatchRowOutput", "ModelLoadError", "Qwen3VLBackend", "load_model"]
 
 
 class Qwen3VLBackend:
@@ -226,3 +227,12 @@ class Qwen3VLBackend:
         return DynamicCache(config=self.model.config.get_text_config())
 
 
+def load_model(config: ModelConfig) -> Qwen3VLBackend:
+    """The model, loaded now (minutes for a large one); the tiny random model is announced as meaningless.
+
+    The warning goes to the `topreward` logger; the ROS node logs it through its own logger and calls
+    Qwen3VLBackend.load itself.
+    """
+    if config.model == TINY_MODEL_NAME:
+        logging.getLogger("topreward").warning(TINY_WARNING)
+    return Qwen3VLBackend.load(config)

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from topreward.frames.schedule import FrameSchedule
 from topreward.frames.tiling import tile_views
+from topreward.model.backend import ModelLoadError, load_model
 from topreward.offline.episode import Episode, EpisodeError, Skipped
 from topreward.output_files import claim, json_with, open_append, write_atomic
 from topreward.scoring.curve import Curve, prefix_lengths, score_curve
 from topreward.scoring.metrics import minmax_normalize, value_order_correlation
 from topreward.scoring.prompt import PromptConfig
-from topreward.types import ScheduleConfig
+from topreward.scoring.scorer import StreamingScorer
+from topreward.types import ModelConfig, ScheduleConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ScoringConfig:
     delta_max: float = 2.0
     static_check: bool = False
     cameras: tuple[str, ...] = ()
+    model: ModelConfig = ModelConfig()  # which checkpoint, where: not a setting of the curves (they name the model)
 
     def settings(self) -> dict:
         return {
@@ -151,8 +154,17 @@ def select(items: list, spec: str | None) -> list:
         raise ValueError(f"--episodes expects A:B or A,B,C (positions), got {spec!r}") from None
 
 
+def load_scorer(config: ScoringConfig) -> StreamingScorer:
+    """A scorer on the configured model, loaded now; a setting this model cannot serve is a ModelLoadError."""
+    backend = load_model(config.model)
+    try:
+        return StreamingScorer(backend, "the task", config.schedule, config.prompt)
+    except ValueError as exc:  # a frame size this model cannot patch, a prompt that swallows the answer token
+        raise ModelLoadError(f"{config.model.model}: {exc}") from None
+
+
 def evaluate(items: Iterable[Episode | Skipped], log: CurveLog, config: ScoringConfig,
-             scorer_factory: Callable[[], object], done: dict[str, Curve] | None = None, resume: bool = False,
+             done: dict[str, Curve] | None = None, resume: bool = False,
              on_event: Callable[[str, object], None] = lambda kind, value: None,
              on_prefix: Callable[[int], None] | None = None) -> Outcome:
     """Score every episode not in `done` into the log; `on_event` hears "done", "skipped" and "resumed" as they happen.
@@ -180,8 +192,8 @@ def evaluate(items: Iterable[Episode | Skipped], log: CurveLog, config: ScoringC
                 if not item.instruction:
                     raise EpisodeError("no instruction: give --instruction")
                 sampled = sample_episode(item, config.schedule)
-                if scorer is None:
-                    scorer = scorer_factory()
+                if scorer is None:  # loaded once the first episode has been read: a bad source fails fast
+                    scorer = load_scorer(config)
                 curve = score_episode(scorer, item, sampled, config, on_prefix)
             except EpisodeError as exc:
                 skip = Skipped(item.key, item.source, str(exc), item.episode_id)
