@@ -236,3 +236,21 @@ def test_records_where_frames_are_needed_exit_2(argv, expect, tmp_path, capsys):
     assert main([a.format(**paths) for a in argv]) == 2
     err = capsys.readouterr().err
     assert expect in err and "Traceback" not in err
+
+
+def test_resume_accepts_a_hub_model_named_with_its_commit(tmp_path):
+    from dataclasses import replace as with_
+
+    from topreward.cli.common import UsageError
+    from topreward.cli.eval import check_resumable
+    from topreward.offline.evaluate import ScoringConfig
+    from topreward.scoring.curve import Curve
+    from topreward.types import ModelConfig
+
+    config = ScoringConfig(model=ModelConfig(model="org/model"))
+    done = Curve("org/model@0123abcd", "task", 2.0, [0.0], [1], [0.0], [-1.0], [-2.0], [0.7], [0.0], [2.0], 0.0,
+                 2.0, 2.0, settings=config.settings())
+    check_resumable([done], config, tmp_path)  # the curves name the commit they were scored with
+    for other in (with_(done, model="org/model-large@0123abcd"), with_(done, settings={"prefixes": 3})):
+        with pytest.raises(UsageError, match="other settings or another model"):
+            check_resumable([other], config, tmp_path)
