@@ -19,7 +19,7 @@ ROBOTS = ("none", "franka", "yam", "yam_bimanual", "so101")
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 BOOLEANS = ("true", "false")
 
-# name: (default, description, choices). The README's launch argument table is checked against this.
+# name: (default, description, choices). The launch argument table in docs/node.md is checked against this.
 ARGUMENTS = {
     "robot": ("none", "robot profile: config/<robot>.yaml sets camera topics, tiling and frame size", ROBOTS),
     "params_file": ("", "extra parameter file, applied after the profile (e.g. a threshold.yaml)", None),

@@ -156,17 +156,18 @@ def test_ros2_pkg_lists_the_executables():
     assert {"reward_node", "replay_video"} <= set(listed), listed
 
 
-def test_readme_launch_examples_use_declared_arguments_and_table_matches():
+def test_documented_launch_examples_use_declared_arguments_and_table_matches():
     arguments = launch_arguments()
-    readme = (REPO / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if "reward.launch.py" in line and ":=" in line]
-    assert lines, "the README shows no launch example"
-    for line in lines:
-        for name in re.findall(r"(\w+):=", line):
-            assert name in arguments, f"README passes undeclared launch argument {name}:= in: {line}"
+    reference = (REPO / "docs" / "node.md").read_text()
+    for page in (REPO / "README.md", REPO / "docs" / "node.md"):
+        lines = [line for line in page.read_text().splitlines() if "reward.launch.py" in line and ":=" in line]
+        assert lines, f"{page.name} shows no launch example"
+        for line in lines:
+            for name in re.findall(r"(\w+):=", line):
+                assert name in arguments, f"{page.name} passes undeclared launch argument {name}:= in: {line}"
     for name, (default, _, choices) in arguments.items():
-        row = next((r for r in readme.splitlines() if r.startswith(f"| `{name}` |")), None)
-        assert row is not None, f"launch argument {name} missing from the README table"
+        row = next((r for r in reference.splitlines() if r.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"launch argument {name} missing from the table in docs/node.md"
         assert f"`{default}`" in row or (default == "" and "(files)" in row), row
         for choice in choices or ():
             assert choice in row, (name, choice, row)

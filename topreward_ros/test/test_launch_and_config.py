@@ -95,11 +95,12 @@ def test_launch_description_with_launch_ros():
     assert module.node_logger_name("") == "topreward" and module.node_logger_name("/arm1/left") == "arm1.left.topreward"
 
 
-def test_readme_documents_every_parameter_and_message_field():
+def test_the_node_reference_documents_every_parameter_and_message_field():
     from topreward_ros.parameters import render_markdown
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert render_markdown() in readme, "README parameter table: paste `python -m topreward_ros.parameters markdown`"
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "node.md").read_text()
+    assert render_markdown() in readme, ("docs/node.md parameter table: paste "
+                                         "`python -m topreward_ros.parameters markdown`")
     from topreward_msgs.msg import Progress, SuccessDetected
 
     for field in Progress.get_fields_and_field_types():

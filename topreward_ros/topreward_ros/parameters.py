@@ -1,8 +1,8 @@
 """The reward node's parameters: names, defaults, descriptions, ranges and validation.
 
-One table drives the declarations, config/reward.yaml and the README's table:
+One table drives the declarations, config/reward.yaml and the parameter table of docs/node.md:
   python -m topreward_ros.parameters yaml > topreward_ros/config/reward.yaml
-  python -m topreward_ros.parameters markdown     # the README's parameter table
+  python -m topreward_ros.parameters markdown     # the table in docs/node.md
 """
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ def render_yaml() -> str:
              "# Use as --params-file; a robot profile (config/<robot>.yaml) overrides the camera part.",
              "# Read on configure unless marked [runtime]; ranges are enforced by the parameter descriptors.",
              "# Several robots on one model: robots: [arm1, arm2], then per robot e.g. arm1: {camera_topics: [...]}",
-             "# (every parameter not marked node-wide); see the README.",
+             "# (every parameter not marked node-wide); see docs/node.md.",
              "/**:", "  ros__parameters:"]
     for param in PARAMETERS:
         note = _notes(param, "[runtime]", "[node-wide]", "Range {low}..{high}.")
@@ -234,7 +234,7 @@ def render_yaml() -> str:
 
 
 def render_markdown() -> str:
-    """The README's parameter table."""
+    """The parameter table of docs/node.md."""
     rows = ["| name | default | meaning |", "| --- | --- | --- |"]
     for param in PARAMETERS:
         default = "(paper's text)" if param.name.startswith("prompt_") else _yaml_value(param.default)
