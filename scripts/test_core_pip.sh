@@ -14,13 +14,15 @@ if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV (cold: a few minutes, torch is large)"
     "$PYTHON" -m venv "$VENV"
 fi
-# The dependencies once, then this tree's package itself every time (same version number: pip would keep the old).
-"$VENV/bin/pip" install --quiet --disable-pip-version-check "$ROOT/topreward[tiny]"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$ROOT/topreward"
-[ "${1:-}" = "--install-only" ] && { say "installed in $VENV"; exit 0; }
-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# pip builds in the source folder (build/, *.egg-info): a copy keeps this tree and a colcon build beside it clean.
+cp -r "$ROOT/topreward" "$work/topreward"
+# The dependencies once, then this tree's package itself every time (same version number: pip would keep the old).
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "$work/topreward[tiny]"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$work/topreward"
+[ "${1:-}" = "--install-only" ] && { say "installed in $VENV"; exit 0; }
+
 # Nothing of the ROS venv or a sourced workspace leaks in: only this venv's bin on PATH.
 clean=(env -i HOME="$HOME" PATH="$VENV/bin:/usr/bin:/bin" HF_HUB_OFFLINE=1 TOPREWARD_CACHE="$work/cache")
 
