@@ -226,7 +226,8 @@ def test_records_bad_lines_are_skipped_and_one_model_is_calibrated(tmp_path, cap
 
 
 @pytest.mark.parametrize("argv, expect", [
-    (["eval", "{records}", "--out", "{out}", "--static-check"], "--static-check and --resume need frames"),
+    (["eval", "{records}", "--out", "{out}", "--static-check"], "--static-check, --resume and --videos need frames"),
+    (["eval", "{records}", "--out", "{out}", "--videos"], "--static-check, --resume and --videos need frames"),
     (["eval", "{empty}", "--out", "{out}", "--format", "records"], "holds no node records"),
 ])
 def test_records_where_frames_are_needed_exit_2(argv, expect, tmp_path, capsys):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from topreward.scoring.prompt import DEFAULT_PREFIX, DEFAULT_SUFFIX, PromptConfig
@@ -96,3 +97,30 @@ def check_writable_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {path}: {exc.strerror}") from None
+
+
+def add_success_threshold_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--success-threshold", type=float,
+                        help="progress videos: draw this success threshold [nats] and mark when the node would "
+                             "have reported success (eval: default the threshold it suggests)")
+
+
+def write_video(args: argparse.Namespace, path: Path, instants: Iterable, curve, threshold: float | None = None) -> int:
+    """One progress video of an episode's (views, time) instants, with a progress bar on a terminal; its frames."""
+    from tqdm import tqdm
+
+    from topreward.frames.tiling import tile_views
+    from topreward.offline.progress_video import write_progress_video
+
+    threshold = args.success_threshold if args.success_threshold is not None else threshold
+    duration = curve.frame_times[-1] + 1.0 / curve.sample_fps
+    frames = ((views[0] if len(views) == 1 else tile_views(views, _tile_size(views)), t)
+              for views, t in instants if views and views[0] is not None)
+    with tqdm(desc=f"video {path.name}", unit="frame", disable=args.quiet or not interactive(), leave=False) as bar:
+        return write_progress_video(path, frames, curve, duration, threshold, on_frame=bar.update)
+
+
+def _tile_size(views: list) -> tuple[int, int]:
+    """Views side by side at the first view's size each, for display."""
+    h, w = next(v.shape[:2] for v in views if v is not None)
+    return h, w * len(views)

@@ -5,6 +5,7 @@ Also the loop `topreward label` runs: progress bars, one line per finished or sk
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -13,11 +14,13 @@ from pathlib import Path
 from topreward.cli.common import (
     UsageError,
     add_scoring_options,
+    add_success_threshold_option,
     check_writable_dir,
     interactive,
     model_config,
     prompt_config,
     schedule_config,
+    write_video,
 )
 from topreward.offline.distributed import Parts, World, world_from_env
 from topreward.offline.episode import Episode, Skipped, SourceError
@@ -36,6 +39,9 @@ def add_parser(sub) -> None:
     add_source_options(p)
     p.add_argument("--static-check", action="store_true",
                    help="also score the first frame repeated at the same prefix lengths (length bias)")
+    p.add_argument("--videos", action="store_true",
+                   help="also write a progress video per episode to DIR/videos/ (the episode's video with its curve)")
+    add_success_threshold_option(p)
     add_scoring_options(p)
     p.set_defaults(run=run)
 
@@ -195,16 +201,36 @@ def run(args: argparse.Namespace) -> int:
                                   after_each=save)
     if not world.is_main:
         return 130 if outcome.interrupted else 0
+    if args.videos and not outcome.interrupted:
+        write_videos(args, listing, outcome.curves)
     return report(args, outcome, listing.fmt)
+
+
+def video_name(key: str) -> str:
+    """A file name for an episode's key ("episode 3", "row 2", "arm1/episode 4")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_") + ".mp4"
+
+
+def write_videos(args: argparse.Namespace, listing: Listing, curves: list[Curve]) -> None:
+    """One progress video per scored episode under DIR/videos/, drawn with the threshold the run suggests."""
+    from topreward.offline.summary import summarize
+
+    threshold = summarize(curves, [], "", "")["success_detection"]["suggested_threshold"]
+    episodes = {item.key: item for item in listing.items if isinstance(item, Episode)}
+    for curve in curves:
+        path = args.out / "videos" / video_name(curve.key)
+        frames = write_video(args, path, episodes[curve.key].read(lambda t: True), curve, threshold)
+        if not args.quiet:
+            print(f"video {path} ({frames} frames)")
 
 
 def run_records(args: argparse.Namespace) -> int:
     """A node's record_dir: the curves as scored online, summarized and calibrated without a model."""
     from topreward.offline.readers.records import read_records
 
-    if args.static_check or args.resume:
-        raise UsageError("node records hold the values scored online: --static-check and --resume need frames to "
-                         "score")
+    if args.static_check or args.resume or args.videos:
+        raise UsageError("node records hold the values scored online: --static-check, --resume and --videos need "
+                         "frames")
     try:
         items = select(read_records(args.source, args.tau, args.delta_max), args.episodes)
     except ValueError as exc:

@@ -11,15 +11,18 @@ import numpy as np
 from topreward.cli.common import (
     UsageError,
     add_scoring_options,
+    add_success_threshold_option,
     interactive,
     model_config,
     prompt_config,
     schedule_config,
+    write_video,
 )
 from topreward.frames.image_conversion import resize_image
 from topreward.frames.schedule import FrameSchedule
 from topreward.frames.video import read_frames
 from topreward.model.backend import load_model
+from topreward.offline.progress_video import video_ours
 from topreward.output_files import OutputError, claim, json_with, png_ours, write_atomic
 from topreward.scoring.curve import Curve, prefix_lengths, score_curve
 from topreward.scoring.scorer import StreamingScorer
@@ -27,12 +30,14 @@ from topreward.scoring.scorer import StreamingScorer
 CURVE_JSON = json_with("log_prob_true", "prefix_lengths")  # what `--out` writes: it may replace only that
 
 
-def _check_output(path: Path | None, plot: bool = False) -> None:
+def _check_output(path: Path | None, plot: bool = False, video: bool = False) -> None:
     """Fail before any scoring if an output could not be written afterwards."""
     if path is None:
         return
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a file name")
+    if video and path.suffix.lower() != ".mp4":
+        raise UsageError(f"cannot write a progress video to {path.name}: give a .mp4 file")
     if plot:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -40,7 +45,7 @@ def _check_output(path: Path | None, plot: bool = False) -> None:
         if path.suffix.lstrip(".").lower() not in formats:
             raise UsageError(f"cannot plot to {path.name}: use one of .{', .'.join(sorted(formats))}")
     try:
-        claim(path, png_ours if plot else CURVE_JSON)
+        claim(path, video_ours if video else png_ours if plot else CURVE_JSON)
     except OutputError as exc:
         raise UsageError(str(exc)) from None
 
@@ -52,6 +57,9 @@ def add_parser(sub) -> None:
     add_scoring_options(score)
     score.add_argument("--out", type=Path, help="write the curve as JSON here")
     score.add_argument("--plot", type=Path, help="write a PNG plot here")
+    score.add_argument("--video", dest="video_out", type=Path,
+                       help="write a progress video here (.mp4): the video with the curve drawn up to each frame")
+    add_success_threshold_option(score)
     score.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no table")
     score.set_defaults(run=run)
 
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = schedule_config(args)
     _check_output(args.out)
     _check_output(args.plot, plot=True)
+    _check_output(args.video_out, video=True)
     # The video is read before the model loads: a bad file fails in a second, not after minutes.
     sampled = FrameSchedule(schedule)
     for frame, t in read_frames(args.video, wants=sampled.wants):
@@ -116,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             from topreward.offline.plots import plot_curve
 
             plot_curve(curve, args.plot, _thumbnails(scorer.schedule.frames))
+        if args.video_out:
+            write_video(args, args.video_out, (([frame], t) for frame, t in read_frames(args.video)), curve)
     except OutputError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
