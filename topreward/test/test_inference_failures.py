@@ -13,6 +13,7 @@ from topreward.online.buffer import EpisodeBuffer
 from topreward.online.worker import EpisodeStream, InferenceWorker
 from topreward.scoring.batch import score_batch
 from topreward.scoring.scorer import NonFiniteScore, StreamingScorer
+from topreward.testing import BatchOutOfMemory
 from topreward.types import PrefixScore, ScheduleConfig, SuccessConfig
 
 SMALL = ScheduleConfig(sample_fps=2.0, frame_size=(64, 64), max_frames=64)
@@ -100,27 +101,6 @@ def test_a_publisher_that_raises_is_a_counted_failure_and_the_thread_goes_on(bac
         assert worker.alive and stream.failures().consecutive == 0 and len(errors) == 1
     finally:
         assert worker.stop(timeout=30)
-
-
-class BatchOutOfMemory:
-    """The real backend, except that a batched pass raises as a GPU out of memory would.
-
-    A fake for what cannot happen on this CPU; everything else, single passes included, is the real model.
-    """
-
-    def __init__(self, real) -> None:
-        self._real = real
-        self.batch_calls = 0
-        self.failing = True
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def forward_batch(self, *args, **kwargs):
-        self.batch_calls += 1
-        if self.failing:
-            raise RuntimeError("CUDA out of memory (injected by BatchOutOfMemory)")
-        return self._real.forward_batch(*args, **kwargs)
 
 
 def test_failed_batches_are_counted_reported_and_stop_until_a_new_episode(backend):

@@ -1,4 +1,4 @@
-"""Test fixtures shared by this package's tests and the ROS layer's: the tiny random Qwen3-VL and synthetic frames.
+"""Test fixtures shared by this package's tests and the ROS layer's: the tiny random Qwen3-VL, synthetic frames, fakes.
 
 The tiny model is a real Qwen3-VL object (real classes, processor, tokenizer and cache code) with random
 weights: its numbers mean nothing. Import the fixtures into a conftest.py to use them.
@@ -29,3 +29,24 @@ def backend(tiny_model_path):
 def random_frames(count: int, seed: int = 0, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+class BatchOutOfMemory:
+    """The real backend, except that a batched pass raises as a GPU out of memory would.
+
+    A fake for what cannot happen on this CPU; everything else, single passes included, is the real model.
+    """
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.batch_calls = 0
+        self.failing = True
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def forward_batch(self, *args, **kwargs):
+        self.batch_calls += 1
+        if self.failing:
+            raise RuntimeError("CUDA out of memory (injected by BatchOutOfMemory)")
+        return self._real.forward_batch(*args, **kwargs)

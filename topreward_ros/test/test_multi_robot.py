@@ -61,7 +61,7 @@ def test_each_robot_gets_its_own_values_on_its_own_topics(harness, backend):
 
 
 def test_failing_batched_passes_are_reported_and_every_robot_still_scored_exactly(harness, backend):
-    from test_inference_failures import BatchOutOfMemory
+    from topreward.testing import BatchOutOfMemory
 
     h = robots_harness(harness)
     model = BatchOutOfMemory(h.node.channels[0].scorer.backend)
