@@ -188,7 +188,9 @@ def test_reset_storm_no_deadlock_no_stale_progress_ids_increasing(harness):
         futures.append(client.call_async(Trigger.Request()))
         time.sleep(max(start + (i + 1) * 0.01 - time.monotonic(), 0.0))
     try:
-        assert wait_until(lambda: all(f.done() for f in futures), 30.0), \
+        # A deadlock never answers; a loaded 2-core machine answers the 500 in 20 to 40 s (measured): the wait
+        # ends as soon as the last one is answered.
+        assert wait_until(lambda: all(f.done() for f in futures), 120.0), \
             f"{sum(f.done() for f in futures)} of 500 resets answered: deadlock?"
     finally:
         stop.set()
