@@ -7,7 +7,8 @@ import pytest
 from test_cli import write_video
 
 from topreward.cli import main
-from topreward.offline.progress_video import PANEL_HEIGHT, VIDEO_HEIGHT, success_time, video_ours
+from topreward.offline.progress_video import success_time, video_ours
+from topreward.overlay import PANEL_HEIGHT, VIDEO_HEIGHT
 from topreward.scoring.curve import Curve
 from topreward.types import SuccessConfig
 

@@ -104,3 +104,10 @@ def test_bench_conversion(tmp_path):
     assert {"jpeg_decode", "resize_to_frame", "rgb8_view_to_frame", "jpeg_view_to_frame",
             "jpeg_3_views_sequential", "jpeg_3_views_parallel"} <= result["median_ms"].keys()
     assert all(ms > 0 for ms in result["median_ms"].values())
+
+
+def test_bench_debug_image(tmp_path):
+    result = run_script("bench_debug_image.py", tmp_path / "d.json", "--quick")
+    cases = result["cases"]
+    assert {"without_subscriber", "one_camera_256x256", "three_cameras_256x768"} == cases.keys()
+    assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in cases.values())

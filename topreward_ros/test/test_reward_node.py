@@ -582,3 +582,41 @@ def test_the_facade_publishes_what_the_node_publishes_for_the_same_frames(harnes
     assert [m.episode_id for m in h.success] == [0, 1]
     assert [m.score for m in h.success] == pytest.approx([s.success.score for s in steps if s.success], rel=1e-5)
     assert reward.last_episode[0] == 0 and len(reward.last_episode[2].scores) == 3  # the history after halving
+
+
+def test_debug_image_shows_the_frame_scored_with_its_progress_header_only_while_watched(harness):
+    from topreward.frames.image_conversion import resize_image
+    from topreward.overlay import MIN_WIDTH, PANEL_HEIGHT, VIDEO_HEIGHT
+
+    h = harness()
+    debug = h.node.channels[0].debug
+    frames = random_frames(6, seed=130, size=(64, 64))
+    for k in range(2):  # nobody subscribes: nothing is drawn
+        h.send(frames[k], 1.0 + 0.5 * k)
+        assert wait_until(lambda n=k: len(h.progress) == n + 1)
+    assert debug.rendered == 0
+    got = []
+    h.peer.create_subscription(Image, "/topreward/debug_image", got.append, RELIABLE)
+    assert wait_until(debug.wanted)
+    for k in range(2, 6):
+        h.send(frames[k], 1.0 + 0.5 * k)
+        assert wait_until(lambda n=k: len(h.progress) == n + 1)
+        # Each prefix's picture shows that prefix (one at a time here: none is replaced by a newer one).
+        assert wait_until(lambda n=k: got and got[-1].header.stamp == h.progress[n].header.stamp)
+    headers = {(m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id) for m in h.progress}
+    for image in got:
+        assert (image.encoding, image.height, image.width) == ("bgr8", VIDEO_HEIGHT + PANEL_HEIGHT, MIN_WIDTH)
+        assert (image.header.stamp.sec, image.header.stamp.nanosec, image.header.frame_id) in headers
+    # The picture is the frame the model scored last, enlarged (below the instruction's line of text).
+    picture = np.frombuffer(got[-1].data, np.uint8).reshape(got[-1].height, got[-1].width, 3)
+    left = (MIN_WIDTH - VIDEO_HEIGHT) // 2
+    expected = cv2.cvtColor(resize_image(frames[5], (VIDEO_HEIGHT, VIDEO_HEIGHT)), cv2.COLOR_RGB2BGR)
+    assert np.array_equal(picture[40:VIDEO_HEIGHT, left:left + VIDEO_HEIGHT], expected[40:])
+    assert debug.rendered == len(got) == 4
+
+
+def test_debug_image_off_creates_no_publisher(harness):
+    h = harness(debug_image=False)
+    assert h.node.channels[0].debug is None
+    names = {name for name, _ in h.node.get_publisher_names_and_types_by_node("topreward", "/")}
+    assert "/topreward/progress" in names and "/topreward/debug_image" not in names

@@ -70,6 +70,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("max_consecutive_failures", 5, "failed inferences in a row after which the episode is no longer "
           "scored (diagnostics ERROR) until a reset or a transition", (1, 1_000_000)),
     Param("record_dir", "", "directory for episodes.jsonl (one JSON line per finished episode); empty: off"),
+    Param("debug_image", True, "publish ~/debug_image (the frame the model saw last with the episode's progress) "
+          "while someone subscribes; false: no publisher at all"),
     Param("tau", 2.0, "Eq. 3 scale tau of the recorded dense weights", (0.0, 100.0)),
     Param("delta_max", 2.0, "Eq. 3 clip delta_max of the recorded dense weights", (0.0, 100.0)),
     Param("qos_reliability", "best_effort", "camera subscription reliability: best_effort (sensor data) or reliable"),

@@ -8,7 +8,7 @@ are shared (see core/worker.py).
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.parameter import Parameter
@@ -21,11 +21,13 @@ from topreward.online.buffer import EpisodeBuffer
 from topreward.online.episode import OnlineEpisode
 from topreward.online.records import RecordError, append_record, next_episode_id
 from topreward.online.worker import EpisodeStream, FailureStats
+from topreward.overlay import Trace
 from topreward.scoring.scorer import StreamingScorer
 from topreward.types import RewardStep, Step
 from topreward_msgs.msg import Progress, SuccessDetected
 from topreward_msgs.srv import StartEpisode
 from topreward_ros.camera_intake import CameraIntake
+from topreward_ros.debug_image import DebugFrame, DebugImagePublisher
 from topreward_ros.diagnostics import BatchHealth, Health
 from topreward_ros.node_config import NodeConfig
 from topreward_ros.parameters import validate
@@ -52,6 +54,30 @@ def _stamp(stamp_ns: int):
     from builtin_interfaces.msg import Time
 
     return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+
+
+@dataclass
+class _EpisodeTrace:
+    """The values published for one episode so far (what the debug image draws)."""
+
+    episode_id: int
+    times: list[float] = field(default_factory=list)
+    log_prob_true: list[float] = field(default_factory=list)
+    p_true: list[float] = field(default_factory=list)
+    progress: list[float] = field(default_factory=list)
+    success_at: float | None = None
+
+    def add(self, values: RewardStep) -> None:
+        self.times.append(values.elapsed)
+        self.log_prob_true.append(values.log_prob_true)
+        self.p_true.append(values.p_true)
+        self.progress.append(values.progress)
+        if values.success is not None:
+            self.success_at = values.elapsed
+
+    def snapshot(self, instruction: str) -> Trace:
+        return Trace(instruction, tuple(self.times), tuple(self.log_prob_true), tuple(self.p_true),
+                     tuple(self.progress))
 
 
 class RobotChannel:
@@ -94,6 +120,12 @@ class RobotChannel:
                                              callback_group=io_group, qos_profile=requests)
         self.instruction_sub = node.create_subscription(String, ns + "instruction", self.on_instruction, 10,
                                                         callback_group=io_group)
+        self.debug = None
+        if config.debug_image:
+            debug_pub = node.create_lifecycle_publisher(Image, ns + "debug_image", QoSProfile(depth=1))
+            self.debug = DebugImagePublisher(debug_pub, lambda exc: self._log.warning(
+                f"debug image not drawn: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0))
+        self._trace = _EpisodeTrace(-1)  # the published values of the current episode, for the debug image
         self.reset_client = None
         if config.reset_service:
             self.reset_client = node.create_client(Trigger, config.reset_service, callback_group=io_group)
@@ -185,6 +217,9 @@ class RobotChannel:
 
     def destroy(self) -> None:
         self.unsubscribe_cameras()
+        if self.debug is not None:
+            self.debug.close()
+            self.node.destroy_lifecycle_publisher(self.debug.publisher)
         self.node.destroy_lifecycle_publisher(self.progress_pub)
         self.node.destroy_lifecycle_publisher(self.success_pub)
         self.node.destroy_service(self.reset_srv)
@@ -291,6 +326,22 @@ class RobotChannel:
             self.progress_pub.publish(msg)
             if values.success is not None:
                 self._publish_success(values)
+            self._show(values, msg)
+
+    def _show(self, values: RewardStep, msg: Progress) -> None:
+        """Hand the prefix to the debug image (drawn on its own thread) if anyone looks at it."""
+        if self._trace.episode_id != values.episode_id:
+            self._trace = _EpisodeTrace(values.episode_id)
+        self._trace.add(values)
+        if self.debug is None or not self.debug.wanted():
+            return
+        success = self.config.success
+        self.debug.offer(DebugFrame(
+            frame=self.scorer.schedule.frames[values.num_frames - 1],  # this thread owns the scorer: no race
+            trace=self._trace.snapshot(values.instruction),
+            threshold=success.threshold if success.metric == "log_prob_true" else None,
+            success_at=self._trace.success_at, header=msg.header,
+            caption=f"episode {values.episode_id}   latency {msg.latency:.2f} s"))
 
     def _publish_success(self, values: RewardStep) -> None:
         event = values.success
