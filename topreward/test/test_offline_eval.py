@@ -221,8 +221,11 @@ def test_records_bad_lines_are_skipped_and_one_model_is_calibrated(tmp_path, cap
     assert summary["success_detection"]["roc_auc"] == 1.0
     threshold = summary["success_detection"]["suggested_threshold"]
     assert np.mean([-3.0, -2.5, -2.0]) < threshold < np.mean([-4.0, -2.0, -0.2])
-    with pytest.raises(SourceError, match="holds node records"):  # the frame readers: records have no frames
-        read_source(records, None, SourceOptions())
+    # As frames to score again (--rescore): these records have no video, each is skipped saying so.
+    again = list(read_source(records, None, SourceOptions()))
+    assert all(item.reason.startswith(("no video recorded", "unknown outcome", "not valid JSON")) for item in again)
+    with pytest.raises(SourceError, match="holds no node records"):
+        read_source(tmp_path, "records", SourceOptions())
 
 
 @pytest.mark.parametrize("argv, expect", [

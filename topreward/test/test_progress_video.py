@@ -67,3 +67,22 @@ def test_the_success_mark_is_the_node_rule_replayed_on_the_curve():
     assert success_time(curve, SuccessConfig(-1.7, 2, 1.0)) == 2.0
     assert success_time(curve, SuccessConfig(-1.5, 2, 1.0)) is None  # -0.67 alone: once in a row
     assert success_time(curve, SuccessConfig(-1.7, 2, 2.5)) is None  # not before min_episode_duration
+
+
+@pytest.mark.parametrize("fmt", ["lerobot", "bag"])
+def test_eval_videos_for_datasets_and_bags(fmt, tmp_path, tiny_model_path):
+    from offline_data import write_bag, write_lerobot_v3
+
+    if fmt == "lerobot":
+        source, extra, lengths = write_lerobot_v3(tmp_path / "ds", [12, 9]), [], [12, 9]
+    else:
+        source = write_bag(tmp_path / "bag", "mcap", count=20, reset_at=12, compressed=False)
+        extra, lengths = ["--episode-topic", "/reset", "--instruction-topic", "/task"], [12, 8]
+    out = tmp_path / "eval"
+    assert main(["eval", str(source), "--out", str(out), "--model", str(tiny_model_path), *FAST, "--videos", "-q",
+                 *extra]) == 0
+    videos = sorted((out / "videos").iterdir())
+    assert [decoded(v)[0] for v in videos] == lengths  # every recorded frame of each episode, at its own time
+    for video in videos:
+        times = decoded(video)[2]
+        assert times[0] == 0.0 and times == sorted(times)

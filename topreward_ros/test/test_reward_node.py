@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -620,3 +621,40 @@ def test_debug_image_off_creates_no_publisher(harness):
     assert h.node.channels[0].debug is None
     names = {name for name, _ in h.node.get_publisher_names_and_types_by_node("topreward", "/")}
     assert "/topreward/progress" in names and "/topreward/debug_image" not in names
+
+
+def test_record_video_writes_what_was_scored_and_eval_rescores_it(harness, tmp_path, tiny_model_path):
+    from topreward.cli import main
+    from topreward_msgs.srv import StartEpisode
+
+    records_dir = tmp_path / "records"
+    h = harness(record_dir=str(records_dir), record_video=True)
+    ramp = np.linspace(0, 160, 64, dtype=np.float32)
+    # Smooth pictures, each its own: a codec keeps them close (random noise would not survive 4:2:0 chroma).
+    rows, columns = np.meshgrid(ramp, ramp, indexing="ij")
+    frames = [np.stack([rows + 9 * k, columns, np.full((64, 64), 25.0 * k)], axis=-1).clip(0, 255).astype(np.uint8)
+              for k in range(10)]
+    for episode, outcome in enumerate((StartEpisode.Request.OUTCOME_SUCCESS, StartEpisode.Request.OUTCOME_FAILURE)):
+        for k in range(5):
+            h.send(frames[5 * episode + k], 1.0 + 10 * episode + 0.5 * k)
+            assert wait_until(lambda e=episode, n=k + 1: h.progress and h.progress[-1].episode_id == e and
+                              h.progress[-1].num_frames == n)
+        assert start_episode(h, "", outcome).success
+    h.send(frames[0], 50.0)  # the worker notices the new episode and closes the last one
+    assert wait_until(lambda: (records_dir / "episodes.jsonl").exists() and len(records(records_dir)) == 2)
+    written = records(records_dir)
+    assert [r["video"] for r in written] == ["videos/episode_000000.mp4", "videos/episode_000001.mp4"]
+    assert wait_until(lambda: all((records_dir / r["video"]).exists() for r in written))
+    for episode, record in enumerate(written):
+        with av.open(str(records_dir / record["video"])) as container:
+            decoded = [(f.time, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+        assert [t for t, _ in decoded] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0], abs=2e-3)  # the sampled times
+        for (_, image), sent in zip(decoded, frames[5 * episode:5 * episode + 5], strict=True):
+            assert image.shape == (64, 64, 3) and np.abs(image.astype(int) - sent).mean() < 4  # H.264, crf 23
+    h.close()
+    out = tmp_path / "rescored"
+    assert main(["eval", str(records_dir), "--rescore", "--out", str(out), "--model", str(tiny_model_path),
+                 "--frame-size", "64", "--prefixes", "all", "-q"]) == 0
+    curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    assert [(c["key"], c["success"], c["prefix_lengths"]) for c in curves] == [
+        ("episode 0", True, [1, 2, 3, 4, 5]), ("episode 1", False, [1, 2, 3, 4, 5])]

@@ -56,6 +56,7 @@ class NodeConfig:
     delta_max: float = 2.0
     max_consecutive_failures: int = 5
     debug_image: bool = True
+    record_video: bool = False
 
     @classmethod
     def from_parameters(cls, p: Mapping[str, object]) -> NodeConfig:
@@ -79,7 +80,7 @@ class NodeConfig:
                                     qos_reliability=p["qos_reliability"], qos_depth=p["qos_depth"]),
                 instruction=p["instruction"], reset_service=p["reset_service"], record_dir=p["record_dir"],
                 tau=p["tau"], delta_max=p["delta_max"], max_consecutive_failures=p["max_consecutive_failures"],
-                debug_image=p["debug_image"],
+                debug_image=p["debug_image"], record_video=p["record_video"],
             )
         except ValueError as exc:  # each config dataclass validates itself, cross-field rules included
             raise ConfigError(str(exc)) from None

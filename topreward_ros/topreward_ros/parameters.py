@@ -70,6 +70,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("max_consecutive_failures", 5, "failed inferences in a row after which the episode is no longer "
           "scored (diagnostics ERROR) until a reset or a transition", (1, 1_000_000)),
     Param("record_dir", "", "directory for episodes.jsonl (one JSON line per finished episode); empty: off"),
+    Param("record_video", False, "with record_dir: also write each episode's sampled frames (exactly what was "
+          "scored) as record_dir/videos/<episode>.mp4, named in its record's video field (H.264, in the background)"),
     Param("debug_image", True, "publish ~/debug_image (the frame the model saw last with the episode's progress) "
           "while someone subscribes; false: no publisher at all"),
     Param("tau", 2.0, "Eq. 3 scale tau of the recorded dense weights", (0.0, 100.0)),

@@ -238,6 +238,8 @@ class RewardNode(LifecycleNode):
         if not finished:
             for channel in self.channels:
                 channel.record_unfinished()
+        for channel in self.channels:
+            channel.finish_videos(timeout=10.0)  # the process ends right after this: nothing is left half-written
         return finished
 
     # ---------------------------------------------------------------- diagnostics

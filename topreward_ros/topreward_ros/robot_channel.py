@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.parameter import Parameter
@@ -19,6 +20,7 @@ from std_srvs.srv import Trigger
 
 from topreward.online.buffer import EpisodeBuffer
 from topreward.online.episode import OnlineEpisode
+from topreward.online.episode_video import EpisodeVideoWriter
 from topreward.online.records import RecordError, append_record, next_episode_id
 from topreward.online.worker import EpisodeStream, FailureStats
 from topreward.overlay import Trace
@@ -126,6 +128,8 @@ class RobotChannel:
             self.debug = DebugImagePublisher(debug_pub, lambda exc: self._log.warning(
                 f"debug image not drawn: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0))
         self._trace = _EpisodeTrace(-1)  # the published values of the current episode, for the debug image
+        self.videos = EpisodeVideoWriter(lambda path, exc: self._log.error(f"episode video {path} not written: "
+                                                                           f"{exc}")) if config.record_video else None
         self.reset_client = None
         if config.reset_service:
             self.reset_client = node.create_client(Trigger, config.reset_service, callback_group=io_group)
@@ -220,6 +224,7 @@ class RobotChannel:
         if self.debug is not None:
             self.debug.close()
             self.node.destroy_lifecycle_publisher(self.debug.publisher)
+        self.finish_videos()
         self.node.destroy_lifecycle_publisher(self.progress_pub)
         self.node.destroy_lifecycle_publisher(self.success_pub)
         self.node.destroy_service(self.reset_srv)
@@ -227,6 +232,12 @@ class RobotChannel:
         self.node.destroy_subscription(self.instruction_sub)
         if self.reset_client is not None:
             self.node.destroy_client(self.reset_client)
+
+    def finish_videos(self, timeout: float = 30.0) -> None:
+        """Write the episode videos already handed over, then stop the writer (shutdown, cleanup)."""
+        if self.videos is not None and not self.videos.close(timeout):
+            self._log.error(f"episode videos still being written after {timeout:g} s: some may be missing")
+        self.videos = None
 
     def close(self) -> None:
         """Nothing is published after this."""
@@ -376,10 +387,22 @@ class RobotChannel:
         record["outcome"] = outcome
         if self.robot:
             record["robot"] = self.robot
+        if self.videos is not None:
+            record["video"] = self._submit_video(record_dir, episode_id, episode)
         try:
             append_record(record_dir, record)
         except RecordError as exc:
             self._log.error(f"episode {episode_id} not recorded: {exc}")
+
+    def _submit_video(self, record_dir: str, episode_id: int, episode: OnlineEpisode) -> str | None:
+        """Hand the episode's sampled frames to the video writer; the video's path relative to record_dir."""
+        frames = self.scorer.schedule  # the episode's last snapshot: the scorer is reset only after this
+        if not len(frames) or not episode.scores or frames.stamps_ns[0] != episode.scores[0].stamp_ns:
+            self._log.warning(f"episode {episode_id}: its frames are gone, no video")
+            return None
+        name = f"videos/{self.robot + '_' if self.robot else ''}episode_{episode_id:06d}.mp4"
+        self.videos.submit(Path(record_dir).expanduser() / name, frames.frames, frames.times)
+        return name
 
     def on_worker_error(self, exc: Exception) -> None:
         self._log.error(f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)

@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--videos", action="store_true",
                    help="also write a progress video per episode to DIR/videos/ (the episode's video with its curve)")
     add_success_threshold_option(p)
+    p.add_argument("--rescore", action="store_true",
+                   help="node records: score the recorded episode videos (record_video) again with this command's "
+                        "model and settings, instead of reading the values scored online")
     add_scoring_options(p)
     p.set_defaults(run=run)
 
@@ -185,7 +188,7 @@ def score_share(args: argparse.Namespace, items: list[Episode | Skipped], log: C
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.format or detect_format(args.source)) == "records":
+    if (args.format or detect_format(args.source)) == "records" and not args.rescore:
         return run_records(args)
     from topreward.offline.summary import summarize, write_summary
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from topreward.offline.episode import Episode, Skipped, SourceError
 from topreward.offline.readers.lerobot import is_lerobot_dataset, read_lerobot
 from topreward.offline.readers.manifest import MANIFEST_SUFFIXES, read_manifest
-from topreward.offline.readers.records import records_file
+from topreward.offline.readers.records import record_episodes, records_file
 from topreward.offline.readers.rosbag import BagOptions, bags_in, read_bags
 from topreward.offline.readers.video import read_video
 
@@ -63,9 +63,8 @@ def read_source(path: Path, fmt: str | None, options: SourceOptions) -> Iterator
                                           options.episode_topic))
     if fmt == "video":
         return read_video(path, options.instruction)
-    if fmt == "records":
-        raise SourceError(f"{path} holds node records: the values scored online, without frames; `topreward eval` "
-                          "reads them, scoring and labelling need the recorded video")
+    if fmt == "records":  # the recorded episode videos (record_video), scored again
+        return iter(record_episodes(path))
     raise SourceError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from topreward.offline.episode import Skipped, SourceError
+from topreward.offline.episode import Episode, Skipped, SourceError
+from topreward.offline.readers.video import video_episode
 from topreward.online.records import RECORDS_FILE, iter_records
 from topreward.scoring.curve import Curve
 from topreward.scoring.metrics import episode_values, success_score, value_order_correlation
@@ -86,4 +87,27 @@ def read_records(path: Path, tau: float = 2.0, delta_max: float = 2.0) -> list[C
         items = [item if not isinstance(item, Curve) or item.model == latest else
                  Skipped(item.key, item.source, f"scored by {item.model}, not {latest} (the latest records' model)",
                          item.episode_id) for item in items]
+    return items
+
+
+def record_episodes(path: Path) -> list[Episode | Skipped]:
+    """The recorded episodes as frames to score again: each record's video (record_video), task and outcome."""
+    found = records_file(path)
+    if found is None:
+        raise SourceError(f"{path} holds no node records ({RECORDS_FILE} with episode records, as record_dir writes)")
+    items: list[Episode | Skipped] = []
+    for number, record, why in iter_records(found):
+        source = f"{found}:{number}"
+        if record is None:
+            items.append(Skipped(f"line {number}", source, why))
+        elif not record.get("video"):
+            items.append(Skipped(record_key(record), source, "no video recorded (the node's record_video was off)",
+                                 record["episode_id"]))
+        elif record.get("outcome", "unknown") not in LABELS:
+            items.append(Skipped(record_key(record), source, f"unknown outcome {record['outcome']!r}",
+                                 record["episode_id"]))
+        else:
+            items.append(video_episode(found.parent / record["video"], record_key(record), record["instruction"],
+                                       LABELS[record.get("outcome", "unknown")], record["episode_id"],
+                                       f"{found.parent / record['video']} ({source})"))
     return items
