@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import av
@@ -658,3 +659,33 @@ def test_record_video_writes_what_was_scored_and_eval_rescores_it(harness, tmp_p
     curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
     assert [(c["key"], c["success"], c["prefix_lengths"]) for c in curves] == [
         ("episode 0", True, [1, 2, 3, 4, 5]), ("episode 1", False, [1, 2, 3, 4, 5])]
+
+
+def test_a_slow_debug_image_never_holds_up_scoring(harness, monkeypatch):
+    from topreward_ros.debug_image import DebugImagePublisher
+
+    h = harness()
+    debug = h.node.channels[0].debug
+    entered, release, drawn = threading.Event(), threading.Event(), []
+    render = DebugImagePublisher.render
+
+    def stuck(self, item):  # the first picture takes until the test lets it go
+        entered.set()
+        release.wait(30.0)
+        drawn.append(item.header.stamp.sec * 10**9 + item.header.stamp.nanosec)
+        return render(self, item)
+
+    monkeypatch.setattr(DebugImagePublisher, "render", stuck)
+    got = []
+    h.peer.create_subscription(Image, "/topreward/debug_image", got.append, RELIABLE)
+    assert wait_until(debug.wanted)
+    frames = random_frames(5, seed=150, size=(64, 64))
+    for k, frame in enumerate(frames):
+        h.send(frame, 1.0 + 0.5 * k)
+        assert wait_until(lambda n=k: len(h.progress) == n + 1)  # scoring goes on while the picture is stuck
+        if k == 0:
+            assert entered.wait(20.0)  # the first picture is being drawn (and stuck) from here on
+    release.set()
+    assert wait_until(lambda: len(got) == 2)
+    # The stuck picture, then only the newest: the three in between were replaced, never queued.
+    assert drawn == [stamp_ns(h.progress[0]), stamp_ns(h.progress[-1])]
