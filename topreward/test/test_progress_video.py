@@ -59,6 +59,18 @@ def test_eval_writes_one_video_per_episode(tmp_path, tiny_model_path):
     assert [decoded(out / "videos" / f"row_{k}.mp4")[0] for k in (1, 2)] == [15, 24]
 
 
+def test_eval_refuses_a_foreign_file_where_a_video_goes_before_the_model_loads(tmp_path, capsys):
+    write_video(tmp_path / "ep0.mp4", frames=12)
+    (tmp_path / "m.csv").write_text("video,instruction\nep0.mp4,push the block\n")
+    (tmp_path / "eval" / "videos").mkdir(parents=True)
+    (tmp_path / "eval" / "videos" / "row_1.mp4").write_bytes(b"somebody else's video")
+    assert main(["eval", str(tmp_path / "m.csv"), "--out", str(tmp_path / "eval"), "--model", "/no/such/model",
+                 "--videos"]) == 2
+    err = capsys.readouterr().err
+    assert "row_1.mp4" in err and "no/such/model" not in err and "Traceback" not in err
+    assert (tmp_path / "eval" / "videos" / "row_1.mp4").read_bytes() == b"somebody else's video"
+
+
 def test_the_success_mark_is_the_node_rule_replayed_on_the_curve():
     raw = [-5.0, -3.0, -1.0, -0.8, -0.2]
     curve = Curve("m", "task", 2.0, [0.0, 0.5, 1.0, 1.5, 2.0], [1, 2, 3, 4, 5], [0.0, 0.5, 1.0, 1.5, 2.0], raw,

@@ -11,12 +11,29 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from topreward.frames.image_conversion import resize_image
-
-VIDEO_HEIGHT = 360  # [px] of the source picture in the output; the panel adds PANEL_HEIGHT below it
+VIDEO_HEIGHT = 360  # [px] of the source picture's area in the output; the panel adds PANEL_HEIGHT below it
 PANEL_HEIGHT = 160
 MIN_WIDTH = 480  # [px] a narrow picture is centred on a panel this wide, so the values stay readable
+MAX_WIDTH = 768  # [px] a wide picture (tiled views) is shrunk to this width and centred in the area's height
 _PLOT_TOP = VIDEO_HEIGHT + 58  # the curve's area in the panel, under two lines of text and the progress bar
+
+
+def picture_size(frame_shape: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a frame in the picture: VIDEO_HEIGHT high, or MAX_WIDTH wide if that is narrower.
+
+    Even sizes: H.264's 4:2:0 chroma needs them.
+    """
+    h, w = frame_shape
+    if w * VIDEO_HEIGHT <= MAX_WIDTH * h:
+        return VIDEO_HEIGHT, 2 * round(w * VIDEO_HEIGHT / h / 2)
+    return 2 * round(h * MAX_WIDTH / w / 2), MAX_WIDTH
+
+
+def display_resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A frame at `size` for looking at: bilinear, the cheapest resize that does not show blocks when enlarged."""
+    if frame.shape[:2] == size:
+        return frame
+    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass(frozen=True)
@@ -35,9 +52,8 @@ class ProgressPainter:
 
     def __init__(self, trace: Trace, frame_shape: tuple[int, int], threshold: float | None,
                  success_at: float | None, duration: float, caption: str = "") -> None:
-        h, w = frame_shape
-        self.picture_width = 2 * round(w * VIDEO_HEIGHT / h / 2)  # even sizes: H.264's 4:2:0 chroma needs them
-        self.width = max(self.picture_width, MIN_WIDTH)
+        self.picture_size = picture_size(frame_shape)
+        self.width = max(self.picture_size[1], MIN_WIDTH)
         self.height = VIDEO_HEIGHT + PANEL_HEIGHT
         self.trace, self.threshold, self.success_at, self.caption = trace, threshold, success_at, caption
         self.duration = max(duration, trace.times[-1] if len(trace.times) else 0.0, 1e-6)
@@ -62,8 +78,9 @@ class ProgressPainter:
 
     def paint(self, frame: np.ndarray, t: float) -> np.ndarray:
         out = np.zeros((VIDEO_HEIGHT + PANEL_HEIGHT, self.width, 3), np.uint8)
-        x0 = (self.width - self.picture_width) // 2
-        out[:VIDEO_HEIGHT, x0:x0 + self.picture_width] = resize_image(frame, (VIDEO_HEIGHT, self.picture_width))
+        h, w = self.picture_size
+        y0, x0 = (VIDEO_HEIGHT - h) // 2, (self.width - w) // 2
+        out[y0:y0 + h, x0:x0 + w] = display_resize(frame, self.picture_size)
         out[VIDEO_HEIGHT:] = 32
         white, gray, green, amber = (255, 255, 255), (150, 150, 150), (80, 220, 80), (255, 190, 40)
         cv2.putText(out, self.trace.instruction[:90], (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3,

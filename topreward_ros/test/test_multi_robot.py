@@ -6,7 +6,7 @@ import time
 
 import pytest
 from conftest import random_frames
-from node_harness import diagnostic_values, image_msg, offline_values, seconds_to_ns, wait_until
+from node_harness import RELIABLE, diagnostic_values, image_msg, offline_values, seconds_to_ns, wait_until
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
@@ -227,3 +227,26 @@ def test_no_robots_keeps_the_single_robot_topics(harness):
     assert h.node.channels[0].progress_pub.topic_name == "/topreward/progress"
     services = {name for name, _ in h.node.get_service_names_and_types()}
     assert "/topreward/reset" in services and not any(name.startswith("/arm") for name in services)
+
+
+def test_debug_image_per_robot_shows_that_robot_only_while_watched(harness):
+    from sensor_msgs.msg import Image
+
+    from topreward.overlay import PANEL_HEIGHT, VIDEO_HEIGHT, picture_size
+
+    h = robots_harness(harness, **{"arm1.frame_size": [64, 192]})  # arm1 wide, as three tiled views are
+    arm1, arm2 = (c.debug for c in h.node.channels)
+    got = []
+    h.peer.create_subscription(Image, "/arm1/topreward/debug_image", got.append, RELIABLE)
+    assert wait_until(arm1.wanted)
+    frames = {r: random_frames(4, seed=360 + i, size=(64, 64)) for i, r in enumerate(("arm1", "arm2"))}
+    for k in range(4):
+        stream(h, ("arm1", "arm2"), {r: f[k:k + 1] for r, f in frames.items()}, [1.0 + 0.5 * k])
+        assert wait_until(lambda n=k + 1: all(h.progress_of[r] and h.progress_of[r][-1].num_frames == n
+                                              for r in h.progress_of))
+        assert wait_until(lambda: got and got[-1].header.stamp == h.progress_of["arm1"][-1].header.stamp)
+    height, width = picture_size((64, 192))
+    assert all((m.height, m.width) == (VIDEO_HEIGHT + PANEL_HEIGHT, width) for m in got) and height < VIDEO_HEIGHT
+    stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in h.progress_of["arm1"]}
+    assert all((m.header.stamp.sec, m.header.stamp.nanosec) in stamps for m in got)
+    assert arm2.rendered == 0  # nobody watches arm2

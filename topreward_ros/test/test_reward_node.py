@@ -587,8 +587,7 @@ def test_the_facade_publishes_what_the_node_publishes_for_the_same_frames(harnes
 
 
 def test_debug_image_shows_the_frame_scored_with_its_progress_header_only_while_watched(harness):
-    from topreward.frames.image_conversion import resize_image
-    from topreward.overlay import MIN_WIDTH, PANEL_HEIGHT, VIDEO_HEIGHT
+    from topreward.overlay import MIN_WIDTH, PANEL_HEIGHT, VIDEO_HEIGHT, display_resize
 
     h = harness()
     debug = h.node.channels[0].debug
@@ -612,7 +611,7 @@ def test_debug_image_shows_the_frame_scored_with_its_progress_header_only_while_
     # The picture is the frame the model scored last, enlarged (below the instruction's line of text).
     picture = np.frombuffer(got[-1].data, np.uint8).reshape(got[-1].height, got[-1].width, 3)
     left = (MIN_WIDTH - VIDEO_HEIGHT) // 2
-    expected = cv2.cvtColor(resize_image(frames[5], (VIDEO_HEIGHT, VIDEO_HEIGHT)), cv2.COLOR_RGB2BGR)
+    expected = cv2.cvtColor(display_resize(frames[5], (VIDEO_HEIGHT, VIDEO_HEIGHT)), cv2.COLOR_RGB2BGR)
     assert np.array_equal(picture[40:VIDEO_HEIGHT, left:left + VIDEO_HEIGHT], expected[40:])
     assert debug.rendered == len(got) == 4
 

@@ -25,7 +25,9 @@ from topreward.cli.common import (
 from topreward.offline.distributed import Parts, World, world_from_env
 from topreward.offline.episode import Episode, Skipped, SourceError
 from topreward.offline.evaluate import CurveLog, Outcome, ScoringConfig, evaluate, select
+from topreward.offline.progress_video import video_ours
 from topreward.offline.readers import FORMATS, SourceOptions, detect_format, read_source
+from topreward.output_files import claim
 from topreward.scoring.curve import Curve
 
 
@@ -194,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
 
     listing = list_source(args)
     check_writable_dir(args.out)
+    if args.videos:  # a file in the way is found now, not after the scoring
+        for item in listing.items:
+            if isinstance(item, Episode):
+                claim(video_path(args.out, item.key), video_ours)
     config = scoring_config(args, args.prefixes, args.static_check)
 
     def save(outcome: Outcome, folder: Path) -> None:
@@ -209,9 +215,9 @@ def run(args: argparse.Namespace) -> int:
     return report(args, outcome, listing.fmt)
 
 
-def video_name(key: str) -> str:
-    """A file name for an episode's key ("episode 3", "row 2", "arm1/episode 4")."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_") + ".mp4"
+def video_path(out: Path, key: str) -> Path:
+    """DIR/videos/ and a file name for an episode's key ("episode 3", "row 2", "arm1/episode 4")."""
+    return out / "videos" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_") + ".mp4")
 
 
 def write_videos(args: argparse.Namespace, listing: Listing, curves: list[Curve]) -> None:
@@ -221,7 +227,7 @@ def write_videos(args: argparse.Namespace, listing: Listing, curves: list[Curve]
     threshold = summarize(curves, [], "", "")["success_detection"]["suggested_threshold"]
     episodes = {item.key: item for item in listing.items if isinstance(item, Episode)}
     for curve in curves:
-        path = args.out / "videos" / video_name(curve.key)
+        path = video_path(args.out, curve.key)
         frames = write_video(args, path, episodes[curve.key].read(lambda t: True), curve, threshold)
         if not args.quiet:
             print(f"video {path} ({frames} frames)")
