@@ -472,6 +472,24 @@ def test_episode_ids_continue_from_the_records_after_a_restart(harness, tmp_path
     assert second.progress[0].episode_id == 1 + max(r["episode_id"] for r in records(tmp_path))
 
 
+def test_activation_never_shows_the_process_watch_a_worker_not_yet_started(harness, monkeypatch):
+    # main() ends the process when inference_error() names a dead thread; a worker not yet started is not alive.
+    from topreward.online.worker import InferenceWorker
+
+    h = harness(autostart=False)
+    seen = []
+    real_start = InferenceWorker.start
+
+    def start(worker):
+        seen.append(h.node.inference_error())  # what the watch reads while activation starts the thread
+        real_start(worker)
+
+    monkeypatch.setattr(InferenceWorker, "start", start)
+    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS and \
+        h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert seen == [None] and h.node.inference_error() is None
+
+
 def test_camera_type_comes_from_the_graph_not_the_name(harness):
     # image_transport's republish names its raw output .../image_decompressed: an Image despite the name.
     topic = "/cam/image_decompressed"

@@ -157,9 +157,11 @@ class RewardNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         # A callback group per robot: one robot's camera callbacks never queue behind another's.
         streams = [channel.activate(MutuallyExclusiveCallbackGroup()) for channel in self.channels]
-        self._worker = InferenceWorker(streams, self.get_parameter("max_batch").value, self._wake,
-                                       self._on_batch_failure)
-        self._worker.start()
+        worker = InferenceWorker(streams, self.get_parameter("max_batch").value, self._wake, self._on_batch_failure)
+        worker.start()
+        # Shown to the process's watch (inference_error) only once running: a worker not yet started is not alive,
+        # and was read there as a thread that had ended.
+        self._worker = worker
         for channel in self.channels:
             self.get_logger().info(f"activated: scoring {', '.join(channel.config.intake.scored_topics)}; progress "
                                    f"on {channel.progress_pub.topic_name}")
