@@ -1,8 +1,11 @@
 """Shared fixtures: the tiny random Qwen3-VL, synthetic frames (topreward.testing), and ROS contexts per test."""
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,24 +14,41 @@ from topreward.testing import backend, random_frames, tiny_model_path  # noqa: F
 # DDS never leaves this machine, whatever the caller's environment says.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
-_domain_ids = itertools.count(int(os.environ.get("ROS_DOMAIN_ID", "40")) % 90 + 1)
+# Domain ids 1..101: above 101 Fast DDS's ports reach the kernel's ephemeral range. Each test claims one with a
+# lock file, so that test runs side by side on one machine (CI tests Jazzy, Kilted and a colcon workspace at
+# once) never share a domain, where one run's nodes would answer the other's.
+DOMAIN_IDS = 101
+_next_domain = itertools.count(int(os.environ.get("ROS_DOMAIN_ID", "40")))
 
 
 @pytest.fixture
-def ros_context():
-    """An rclpy context on a domain id of its own, shut down after the test."""
+def domain_id() -> Iterator[int]:
+    """A ROS domain id that no other test, of this run or of another on this machine, uses meanwhile."""
+    for _ in range(DOMAIN_IDS):
+        candidate = next(_next_domain) % DOMAIN_IDS + 1
+        lock = open(os.path.join(tempfile.gettempdir(), f"topreward-test-domain-{candidate}.lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another test process holds it
+            lock.close()
+            continue
+        try:
+            yield candidate
+        finally:
+            lock.close()  # releases the lock
+        return
+    raise RuntimeError(f"all {DOMAIN_IDS} ROS domain ids are held by other test processes")
+
+
+@pytest.fixture
+def ros_context(domain_id):
+    """An rclpy context on a domain id of its own (see domain_id), shut down after the test."""
     import rclpy
 
     context = rclpy.context.Context()
-    rclpy.init(context=context, domain_id=next(_domain_ids))
+    rclpy.init(context=context, domain_id=domain_id)
     yield context
     context.try_shutdown()
-
-
-@pytest.fixture
-def domain_id() -> int:
-    """A ROS domain id no other test of this run uses (for tests that start ROS processes)."""
-    return next(_domain_ids)
 
 
 @pytest.fixture
