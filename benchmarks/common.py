@@ -178,6 +178,54 @@ def metered(backend: Qwen3VLBackend) -> Iterator[Meter]:
             h.remove()
 
 
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """The block's peak memory above what was in use when it began, in MB (`peak_mb` of the dict yielded).
+
+    GPU memory on a GPU (torch's allocator), else the process's resident memory sampled every 5 ms (a short peak
+    between samples is missed), after handing freed heap memory back to the system (glibc's malloc_trim), so that
+    memory a previous run freed but kept does not hide this run's.
+    """
+    result = {"peak_mb": 0.0}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        try:
+            yield result
+        finally:
+            torch.cuda.synchronize(device)
+            result["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        return
+    import ctypes
+    import threading
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the figure is then a lower bound
+        pass
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    before, peak, done = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], rss())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        thread.join()
+        result["peak_mb"] = max(peak[0], rss()) / 2**20 - before / 2**20
+
+
 def timed_step(meter: Meter, device: torch.device, fn: Callable):
     """Run `fn`, appending its wall time to `meter.steps_s`."""
     sync(device)

@@ -19,7 +19,9 @@ from offline_data import write_lerobot_v3, write_mp4
 
 from topreward.cli import main
 
-FAST = ["--frame-size", "64", "--prefixes", "3", "-q"]
+# One episode per batch: byte-for-byte equality across rank counts needs the same packed passes in every run
+# (each rank batches its own share; passes of other shapes agree to float rounding: see the batched test).
+FAST = ["--frame-size", "64", "--prefixes", "3", "-q", "--batch-episodes", "1"]
 # Rank 0 of 2 gets positions 0, 2, 4: after its first (short) episode come two long ones (1000 frames, 64
 # sampled), so a run killed once rank 0's part has a line is reliably killed before the merge. Position 5, a
 # missing video, is skipped by rank 1.
@@ -127,6 +129,18 @@ def test_resume_after_a_kill_with_two_ranks_finishes_with_one(manifest, referenc
     assert main([*args, "--resume"]) == 0
     same_files(out, reference)
     assert not (out / "parts").exists()
+
+
+def test_two_ranks_scoring_their_shares_in_batches_agree_with_one_process(manifest, reference, tiny_model_path,
+                                                                        tmp_path):
+    out = tmp_path / "out"
+    finished(torchrun(2, "eval", str(manifest), "--out", str(out), "--model", str(tiny_model_path), *FAST,
+                      "--batch-episodes", "8"))  # the last --batch-episodes counts: each rank's share in one batch
+    batched, alone = ([json.loads(line) for line in (folder / "curves.jsonl").read_text().splitlines()]
+                      for folder in (out, reference))
+    assert [c["key"] for c in batched] == [c["key"] for c in alone]
+    for a, b in zip(batched, alone, strict=True):
+        assert a["log_prob_true"] == pytest.approx(b["log_prob_true"], abs=1e-5)
 
 
 def test_label_two_ranks_write_what_one_process_writes(tiny_model_path, tmp_path, one_thread):

@@ -162,7 +162,9 @@ def test_source_level_errors_exit_2(case, tmp_path, tiny_model_path, capsys):
 
 
 def test_resume_after_a_killed_run_gives_the_same_files(manifest, tiny_model_path, tmp_path):
-    args = [str(manifest), "--model", str(tiny_model_path), *FAST, "-q"]
+    # Two batches of two episodes: the kill lands after the first batch's lines. The same batches every run, so
+    # that the values agree to the last digit (packed passes of other shapes agree to float rounding only).
+    args = [str(manifest), "--model", str(tiny_model_path), *FAST, "-q", "--batch-episodes", "2"]
     assert main(["eval", *args, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "topreward.cli", "eval", *args, "--out", str(out)],
@@ -258,3 +260,34 @@ def test_resume_accepts_a_hub_model_named_with_its_commit(tmp_path):
     for other in (with_(done, model="org/model-large@0123abcd"), with_(done, settings={"prefixes": 3})):
         with pytest.raises(UsageError, match="other settings or another model"):
             check_resumable([other], config, tmp_path)
+
+
+def test_episodes_scored_together_equal_one_at_a_time_on_the_streaming_path(manifest, tiny_model_path, tmp_path,
+                                                                             monkeypatch):
+    from topreward.model.backend import Qwen3VLBackend
+
+    passes = []
+    real = Qwen3VLBackend.forward_packed
+    monkeypatch.setattr(Qwen3VLBackend, "forward_packed", lambda self, *a: passes.append(len(a[0])) or real(self, *a))
+    assert run_eval(manifest, tmp_path / "together", tiny_model_path, "--static-check", "-q") == 0
+    assert len(passes) == 1  # four episodes and their static twins: one packed pass (the default bound)
+    passes.clear()
+    assert run_eval(manifest, tmp_path / "bounded", tiny_model_path, "--batch-tokens", "300", "-q") == 0
+    assert len(passes) > 1 and max(passes) <= 300  # the bound holds (no segment here is longer)
+    assert run_eval(manifest, tmp_path / "alone", tiny_model_path, "--static-check", "-q", "--batch-tokens", "0",
+                    "--batch-episodes", "1") == 0
+    for folder in ("together", "bounded"):
+        for a, b in zip(episodes(tmp_path / folder), episodes(tmp_path / "alone"), strict=True):
+            assert a["key"] == b["key"] and a["prefix_lengths"] == b["prefix_lengths"]
+            assert a["log_prob_true"] == pytest.approx(b["log_prob_true"], abs=1e-5)
+            if folder == "together":
+                assert a["static_log_prob_true"] == pytest.approx(b["static_log_prob_true"], abs=1e-5)
+
+
+@pytest.mark.parametrize("option, value, message", [("--batch-tokens", "-1", "expected 0 or more"),
+                                                    ("--batch-episodes", "0", "expected 1 or more"),
+                                                    ("--batch-tokens", "many", "expected a whole number")])
+def test_bad_batch_options_are_refused_before_the_model_loads(manifest, tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", str(manifest), "--out", str(tmp_path / "out"), "--model", "/no/such/model", option, value])
+    assert stop.value.code == 2 and message in capsys.readouterr().err

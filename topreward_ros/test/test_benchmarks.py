@@ -46,25 +46,37 @@ def test_bench_streaming(tiny_model_path, tmp_path):
 
 def test_bench_curve(tiny_model_path, tmp_path):
     result = run_script("bench_curve.py", tmp_path / "c.json", "--model", str(tiny_model_path),
-                        "--raw-frames", "12", "--sample-fps", "2", "30")
+                        "--raw-frames", "12", "--sample-fps", "2", "30", "--repeat", "2", "--eval-episodes", "3")
     rows = result["rows"]
     assert [(r["raw_frames"], r["sample_fps"], r["sampled_frames"]) for r in rows] == [(12, 2.0, 1), (12, 30.0, 12)]
     assert rows[1]["cached_tokens"] < rows[1]["uncached_tokens"]
     for row in rows:
-        assert {"cached_s", "uncached_s", "speedup", "cached_vision_s", "cached_llm_s", "reference_cached_s",
-                "distinct_prefixes", "limit_tokens"} <= row.keys()
-        assert row["max_abs_diff"] < TOL
+        assert {"cached_s", "packed_s", "uncached_s", "packed_speedup", "cached_llm_s", "packed_llm_s",
+                "cached_peak_mb", "packed_peak_mb", "distinct_prefixes", "limit_tokens"} <= row.keys()
+        assert len(row["cached_runs_s"]) == len(row["packed_runs_s"]) == 2
+        assert row["max_abs_diff"] < TOL and row["packed_vs_cached_max_abs_diff"] < TOL
         assert row["cached_tokens"] == row["limit_tokens"] <= row["uncached_tokens"]
         assert row["cached_passes"] == row["prefixes"] == 12  # linspace(1, 12, 12): one pass each
+        assert row["packed_passes"] == 1  # the whole curve: one pass
+    # At 2 fps every reference prefix is the same one sampled frame: packed scores it once.
+    assert rows[0]["packed_tokens"] < rows[0]["cached_tokens"] and rows[1]["packed_tokens"] == rows[1]["limit_tokens"]
+    evaluation = result["eval"]
+    ways = evaluation["ways"]
+    assert evaluation["episodes"] == 3 and evaluation["max_abs_diff"] < TOL
+    assert ways["one_at_a_time_cached"]["passes"] > ways["one_at_a_time_packed"]["passes"] >= \
+        ways["batched_8"]["passes"] >= 1
+    assert all(w["episodes_per_min"] > 0 and "peak_mb" in w for w in ways.values())
 
 
 def test_bench_gpu_script_runs_on_cpu(tiny_model_path, tmp_path):
     result = run_script("bench_gpu.py", tmp_path / "g.json", "--device", "cpu", "--dtype", "float32",
-                        "--models", str(tiny_model_path), "--lengths", "4", "--raw-frames", "8")
+                        "--models", str(tiny_model_path), "--lengths", "4", "--raw-frames", "8", "--eval-episodes", "2")
     (model,) = result["models"].values()
     assert {"4"} == model["streaming"].keys()
     assert all(r["forward_passes_per_prefix"] == 1.0 and "robots_at_2fps" in r for r in model["streaming"].values())
     assert [r["max_abs_diff"] < TOL for r in model["curve"]] == [True, True]
+    assert all(r["packed_passes"] >= 1 for r in model["curve"])
+    assert model["eval"]["episodes"] == 2 and model["eval"]["max_abs_diff"] < TOL
 
 
 def test_bench_node(tiny_model_path, tmp_path):

@@ -21,6 +21,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected 1 or more, got 0")
+    return value
+
+
 def prefix_count(text: str) -> int | None:
     if text == "all":
         return None
@@ -61,6 +78,10 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     parser.add_argument("--attn", default="auto", help="attention implementation: auto, sdpa, flash_attention_2, eager")
+    parser.add_argument("--batch-tokens", type=non_negative_int, default=None, metavar="N",
+                        help="tokens per packed forward pass, the memory bound of scoring (default 4096 on a CPU, "
+                             "16384 on a GPU); 0 scores one prefix per pass, as the node does. The values are the "
+                             "same either way; packing needs sdpa attention")
     parser.add_argument("--prompt-prefix", default=DEFAULT_PREFIX, help="text between the video and the instruction")
     parser.add_argument("--prompt-suffix", default=DEFAULT_SUFFIX, help="text between the instruction and ' True'")
     parser.add_argument("--chat-template", action="store_true",

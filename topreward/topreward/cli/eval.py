@@ -18,6 +18,7 @@ from topreward.cli.common import (
     check_writable_dir,
     interactive,
     model_config,
+    positive_int,
     prompt_config,
     schedule_config,
     write_video,
@@ -60,6 +61,8 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instruction-topic", help="bags: std_msgs/String topic holding the task instruction")
     p.add_argument("--episode-topic", help="bags: topic whose messages (any type) mark episode starts")
     p.add_argument("--episodes", help="which episodes, by position in the source's order: A:B or A,B,C")
+    p.add_argument("--batch-episodes", type=positive_int, default=8, metavar="N",
+                   help="episodes read ahead and scored together in packed passes (default 8; 1: one at a time)")
     p.add_argument("--resume", action="store_true", help="keep the episodes already scored in --out and do the rest")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no per-episode lines")
 
@@ -98,7 +101,8 @@ def scoring_config(args: argparse.Namespace, prefixes: int | None = None, static
     """The command line as the typed configuration the offline loop takes (nothing below here reads `args`)."""
     return ScoringConfig(schedule=schedule_config(args), prompt=prompt_config(args), prefixes=prefixes,
                          tau=args.tau, delta_max=args.delta_max, static_check=static_check,
-                         cameras=tuple(args.camera or ()), model=model_config(args))
+                         cameras=tuple(args.camera or ()), model=model_config(args), batch_tokens=args.batch_tokens,
+                         batch_episodes=args.batch_episodes)
 
 
 def check_resumable(done: Iterable[Curve], config: ScoringConfig, where: Path) -> None:

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with tqdm(total=len(lengths), desc="scoring", unit="prefix", disable=args.quiet or not interactive(),
               leave=False) as bar:
-        curve = score_curve(scorer, lengths, args.tau, args.delta_max, on_prefix=lambda n: bar.update())
+        curve = score_curve(scorer, lengths, args.tau, args.delta_max, on_prefix=lambda n: bar.update(),
+                            max_tokens=args.batch_tokens)
     seconds = time.perf_counter() - start
     # The same record as one line of `topreward eval`'s curves.jsonl.
     settings = ScoringConfig(schedule=schedule, prompt=prompt_config(args), prefixes=args.prefixes).settings()

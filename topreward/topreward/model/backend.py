@@ -17,6 +17,8 @@ import torch
 from topreward.model.batch_layout import BatchRow, BatchRowOutput, row_cache, stacked_cache
 from topreward.model.checkpoint import QWEN3_VL_TYPES, check_local_checkpoint
 from topreward.model.errors import ModelLoadError
+from topreward.model.packed_attention import SegmentKeys
+from topreward.model.packed_attention import install as install_packed_attention
 from topreward.model.patch_embed import LinearPatchEmbed
 from topreward.model.resolve import attn_implementation, cached_commit, hub_source, resolve_device, resolve_dtype
 from topreward.model.tiny import TINY_MODEL_NAME, TINY_WARNING, tiny_model_dir
@@ -43,6 +45,7 @@ class Qwen3VLBackend:
         if vp.temporal_patch_size != 2:
             raise ModelLoadError(f"expected temporal_patch_size 2, got {vp.temporal_patch_size}")
         self.video_token_id = int(model.config.video_token_id)
+        self.packs = install_packed_attention(model)  # whether forward_packed can run (sdpa, not flash or eager)
 
     @classmethod
     def load(cls, config: ModelConfig) -> Qwen3VLBackend:
@@ -202,6 +205,35 @@ class Qwen3VLBackend:
                            cache=row_cache(self._text_config, stacked, i, past - have, past + r.keep))
             for i, (r, have) in enumerate(zip(rows, cached, strict=True))
         ]
+
+    def pair_grid(self, pairs: int, height: int, width: int) -> torch.Tensor:
+        """The (pairs, 3) grid encode_pairs gives for `pairs` frame pairs of this size, without encoding them."""
+        return torch.tensor([[1, height // self.patch_size, width // self.patch_size]] * pairs, device=self.device)
+
+    def chunk_positions(self, ids: list[int], start: int, grid: torch.Tensor | None) -> torch.Tensor:
+        """The (3, L) positions forward() gives `ids` whose first token sits at `start`."""
+        return self._chunk_positions(ids, start, grid)[2][:, 0]
+
+    @torch.inference_mode()
+    def forward_packed(self, ids: list[int], positions: torch.Tensor, layout: list[SegmentKeys], cache,
+                       pixels: torch.Tensor | None, grid: torch.Tensor | None, logits_at: list[int]) -> torch.Tensor:
+        """One sequence of several segments on `cache` (which grows by all of it); needs `self.packs`.
+
+        Each segment's queries attend only to the keys its SegmentKeys name (packed_attention.py). `positions`
+        (3, L) are given, not computed: each segment carries its own. Returns the float32 logits at the offsets
+        `logits_at` (the LM head runs on those positions only).
+        """
+        if not self.packs:
+            raise ValueError("packed passes need sdpa attention (flash attention and eager score one prefix at a time)")
+        input_ids = torch.tensor([ids], device=self.device)
+        layout = [replace(s, mask=None if s.mask is None else s.mask.to(self.device)) for s in layout]
+        out = self.model(
+            input_ids=input_ids, position_ids=positions[:, None].to(self.device), past_key_values=cache,
+            use_cache=True, pixel_values_videos=pixels, video_grid_thw=grid,
+            mm_token_type_ids=self._modality_types(input_ids),
+            logits_to_keep=torch.tensor(logits_at, dtype=torch.long, device=self.device), packed_layout=layout,
+        )
+        return out.logits[0].float()
 
     @torch.inference_mode()
     def forward_uncached(self, ids: list[int], pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""Score episodes one after the other and keep every finished one in `curves.jsonl` at once.
+"""Score episodes, several at a time, and keep every finished one in `curves.jsonl` at once.
 
 Knows nothing of formats: it takes `Episode`s from any reader. The model is loaded only when the first
-episode that needs it has been read, so a bad source fails in a second rather than after minutes.
+episode that needs it has been read, so a bad source fails in a second rather than after minutes. Up to
+`batch_episodes` episodes are read ahead and scored together in packed passes (scoring/packed.py).
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 from topreward.frames.schedule import FrameSchedule
 from topreward.frames.tiling import tile_views
-from topreward.model.backend import ModelLoadError, load_model
+from topreward.model.backend import ModelLoadError, Qwen3VLBackend, load_model
 from topreward.offline.episode import Episode, EpisodeError, Skipped
 from topreward.output_files import claim, json_with, open_append, write_atomic
-from topreward.scoring.curve import Curve, prefix_lengths, score_curve
+from topreward.scoring.curve import Curve, prefix_lengths, score_curves
 from topreward.scoring.metrics import minmax_normalize, value_order_correlation
 from topreward.scoring.prompt import PromptConfig
 from topreward.scoring.scorer import StreamingScorer
@@ -36,6 +37,9 @@ class ScoringConfig:
     static_check: bool = False
     cameras: tuple[str, ...] = ()
     model: ModelConfig = ModelConfig()  # which checkpoint, where: not a setting of the curves (they name the model)
+    # How the work is laid out, not what is computed (the values are the same either way): not in `settings`.
+    batch_tokens: int | None = None  # tokens per packed pass (memory bound); None: the device's default; 0: none
+    batch_episodes: int = 8  # episodes read ahead and scored together
 
     def settings(self) -> dict:
         return {
@@ -69,20 +73,29 @@ def static_schedule(sampled: FrameSchedule) -> FrameSchedule:
     return still
 
 
-def score_episode(scorer, episode: Episode, sampled: FrameSchedule, config: ScoringConfig,
-                  on_prefix: Callable[[int], None] | None = None) -> Curve:
-    """The episode's curve (and its static twin with --static-check) on a loaded StreamingScorer."""
-    scorer.reset(episode.instruction, frames=sampled)
-    lengths = prefix_lengths(scorer.num_frames, config.prefixes)
-    curve = score_curve(scorer, lengths, config.tau, config.delta_max, on_prefix=on_prefix)
-    curve = replace(curve, key=episode.key, episode_id=episode.episode_id, source=episode.source,
-                    success=episode.success, settings=config.settings())
-    if config.static_check:
-        scorer.reset(frames=static_schedule(sampled))
-        raw = [scorer.score(n).log_prob_true for n in lengths]
-        curve = replace(curve, static_log_prob_true=raw, static_normalized=minmax_normalize(raw).tolist(),
-                        static_voc=value_order_correlation(raw))
-    return curve
+def score_episodes(backend, episodes: list[tuple[Episode, FrameSchedule]], config: ScoringConfig,
+                   on_prefix: Callable[[int], None] | None = None) -> list[Curve]:
+    """The episodes' curves (and their static twins with --static-check), scored together in packed passes."""
+    requests = []
+    for episode, sampled in episodes:
+        lengths = prefix_lengths(len(sampled), config.prefixes)
+        schedules = [sampled, static_schedule(sampled)] if config.static_check else [sampled]
+        for frames in schedules:
+            scorer = StreamingScorer(backend, episode.instruction, config.schedule, config.prompt)
+            scorer.reset(frames=frames)
+            requests.append((scorer, lengths))
+    heard = None if on_prefix is None else (lambda request, n: on_prefix(n))
+    curves = iter(score_curves(requests, config.tau, config.delta_max, heard, config.batch_tokens))
+    finished = []
+    for episode, _ in episodes:
+        curve = replace(next(curves), key=episode.key, episode_id=episode.episode_id, source=episode.source,
+                        success=episode.success, settings=config.settings())
+        if config.static_check:
+            raw = next(curves).log_prob_true
+            curve = replace(curve, static_log_prob_true=raw, static_normalized=minmax_normalize(raw).tolist(),
+                            static_voc=value_order_correlation(raw))
+        finished.append(curve)
+    return finished
 
 
 CURVES_FILE = json_with("log_prob_true", "prefix_lengths")  # an curves.jsonl: one Curve a line
@@ -154,13 +167,14 @@ def select(items: list, spec: str | None) -> list:
         raise ValueError(f"--episodes expects A:B or A,B,C (positions), got {spec!r}") from None
 
 
-def load_scorer(config: ScoringConfig) -> StreamingScorer:
-    """A scorer on the configured model, loaded now; a setting this model cannot serve is a ModelLoadError."""
+def load_backend(config: ScoringConfig) -> Qwen3VLBackend:
+    """The configured model, loaded now; a setting this model cannot serve is a ModelLoadError."""
     backend = load_model(config.model)
     try:
-        return StreamingScorer(backend, "the task", config.schedule, config.prompt)
+        StreamingScorer(backend, "the task", config.schedule, config.prompt)
     except ValueError as exc:  # a frame size this model cannot patch, a prompt that swallows the answer token
         raise ModelLoadError(f"{config.model.model}: {exc}") from None
+    return backend
 
 
 def evaluate(items: Iterable[Episode | Skipped], log: CurveLog, config: ScoringConfig,
@@ -170,13 +184,28 @@ def evaluate(items: Iterable[Episode | Skipped], log: CurveLog, config: ScoringC
     """Score every episode not in `done` into the log; `on_event` hears "done", "skipped" and "resumed" as they happen.
 
     `done` holds the episodes already finished anywhere (this log, another rank's part, the merged file), by key.
-    A bad episode is skipped with its reason and the run goes on. Ctrl-C stops after the episode in progress is
-    abandoned; everything finished is already on disk.
+    A bad episode is skipped with its reason and the run goes on. Episodes are read ahead `config.batch_episodes`
+    at a time and scored together; each is logged as its batch finishes. Ctrl-C abandons the batch in progress;
+    everything finished is already on disk.
     """
     outcome = Outcome()
     done = dict(done or {})
     log.start(resume)
-    scorer = None
+    backend = None
+    pending: list[tuple[Episode, FrameSchedule]] = []
+
+    def score_pending() -> None:
+        nonlocal backend
+        if not pending:
+            return
+        if backend is None:  # loaded once the first episode has been read: a bad source fails fast
+            backend = load_backend(config)
+        for curve in score_episodes(backend, pending, config, on_prefix):
+            log.append(curve)
+            outcome.curves.append(curve)
+            on_event("done", curve)
+        pending.clear()
+
     try:
         for item in items:
             if isinstance(item, Skipped):
@@ -191,18 +220,15 @@ def evaluate(items: Iterable[Episode | Skipped], log: CurveLog, config: ScoringC
             try:
                 if not item.instruction:
                     raise EpisodeError("no instruction: give --instruction")
-                sampled = sample_episode(item, config.schedule)
-                if scorer is None:  # loaded once the first episode has been read: a bad source fails fast
-                    scorer = load_scorer(config)
-                curve = score_episode(scorer, item, sampled, config, on_prefix)
+                pending.append((item, sample_episode(item, config.schedule)))
             except EpisodeError as exc:
                 skip = Skipped(item.key, item.source, str(exc), item.episode_id)
                 outcome.skipped.append(skip)
                 on_event("skipped", skip)
                 continue
-            log.append(curve)
-            outcome.curves.append(curve)
-            on_event("done", curve)
+            if len(pending) >= max(config.batch_episodes, 1):
+                score_pending()
+        score_pending()
     except KeyboardInterrupt:
         outcome.interrupted = True
     return outcome

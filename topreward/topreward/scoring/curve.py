@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from topreward.scoring.metrics import episode_values, success_score, value_order_correlation
+from topreward.scoring.packed import score_prefixes
 from topreward.scoring.scorer import StreamingScorer
+from topreward.types import PrefixScore
 
 
 @dataclass
@@ -76,14 +78,39 @@ def prefix_lengths(num_frames: int, count: int | None = 15) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(1, num_frames, count)})
 
 
+def score_curves(requests: Sequence[tuple[StreamingScorer, Sequence[int]]], tau: float = 2.0,
+                 delta_max: float = 2.0, on_prefix: Callable[[int, int], None] | None = None,
+                 max_tokens: int | None = None) -> list[Curve]:
+    """The curves of the given prefixes of each scorer's frames (appended already), in that order.
+
+    Packed passes (scoring/packed.py) with at most `max_tokens` tokens each (None: the device's default) where the
+    model runs sdpa attention; with `max_tokens` 0, or flash attention or eager, one cached pass per prefix.
+    `on_prefix(request, n)` hears each prefix once it is scored.
+    """
+    requests = [(scorer, list(lengths)) for scorer, lengths in requests]
+    if not requests:
+        return []
+    if max_tokens != 0 and requests[0][0].backend.packs:
+        scores = score_prefixes(requests, max_tokens, on_prefix)
+    else:
+        scores = []
+        for k, (scorer, lengths) in enumerate(requests):
+            scores.append([])
+            for n in lengths:
+                scores[-1].append(scorer.score(n))
+                if on_prefix is not None:
+                    on_prefix(k, n)
+    return [_curve(scorer, values, tau, delta_max) for (scorer, _), values in zip(requests, scores, strict=True)]
+
+
 def score_curve(scorer: StreamingScorer, lengths: Iterable[int], tau: float = 2.0, delta_max: float = 2.0,
-                on_prefix: Callable[[int], None] | None = None) -> Curve:
-    """Score the given prefixes of the frames already appended to `scorer` (one cached pass)."""
-    scores = []
-    for n in lengths:
-        scores.append(scorer.score(n))
-        if on_prefix is not None:
-            on_prefix(n)
+                on_prefix: Callable[[int], None] | None = None, max_tokens: int | None = None) -> Curve:
+    """Score the given prefixes of the frames already appended to `scorer`: score_curves for one episode."""
+    heard = None if on_prefix is None else (lambda request, n: on_prefix(n))
+    return score_curves([(scorer, list(lengths))], tau, delta_max, heard, max_tokens)[0]
+
+
+def _curve(scorer: StreamingScorer, scores: list[PrefixScore], tau: float, delta_max: float) -> Curve:
     raw = [s.log_prob_true for s in scores]
     normalized, reward = episode_values(raw, tau, delta_max)
     schedule = scorer.schedule

@@ -136,18 +136,30 @@ class StreamingScorer:
             self._crop_cache(self._pair_ends[full][0])
             del self._pair_ends[full + 1:]
         have = len(self._pair_ends) - 1
+        ids, pair_ends = self.complete_pairs(have, full)
+        tail, tail_frames = self.question_row(n)
+        cache_len, start = self._pair_ends[-1]
+        return PrefixChunk(num_frames=n, ids=ids + tail, question_at=len(ids) + len(tail) - len(self._question),
+                           frames=list(self.schedule.frames[2 * have:2 * full]) + tail_frames, pair_ends=pair_ends,
+                           start=start, cache_len=cache_len)
+
+    def complete_pairs(self, begin: int, end: int) -> tuple[list[int], list[int]]:
+        """Ids of the complete pairs begin..end-1 (frames 2k and 2k+1), and the offsets just past each pair."""
         ids: list[int] = []
         pair_ends: list[int] = []
-        for k in range(have, full):
+        for k in range(begin, end):
             ids += self._pair_ids(k, 2 * k + 1)
             pair_ends.append(len(ids))
-        frames = list(self.schedule.frames[2 * have:2 * full])
-        if n % 2:
-            ids += self._pair_ids(full, n - 1)
-            frames += [self.schedule.frames[n - 1]] * 2
-        cache_len, start = self._pair_ends[-1]
-        return PrefixChunk(num_frames=n, ids=ids + self._question, question_at=len(ids), frames=frames,
-                           pair_ends=pair_ends, start=start, cache_len=cache_len)
+        return ids, pair_ends
+
+    def question_row(self, n: int) -> tuple[list[int], list[np.ndarray]]:
+        """What prefix `n` needs after its complete pairs: an odd last frame paired with itself, then the question.
+
+        Returns the ids and the frames to encode for them (none for an even prefix).
+        """
+        if n % 2 == 0:
+            return list(self._question), []
+        return self._pair_ids(n // 2, n - 1) + self._question, [self.schedule.frames[n - 1]] * 2
 
     # Scoring in two phases, for a forward pass the scorer does not run itself (score_batch runs several
     # scorers' chunks in one): prepare() says what the pass must compute, finish() takes its results.
@@ -187,7 +199,7 @@ class StreamingScorer:
         self.work.tokens_prefilled += len(chunk.ids)
         self.work.frames_encoded += len(chunk.frames)
         # The last two positions; the answer is predicted from the one before it.
-        return self._prefix_score(chunk.num_frames, logits[-2])
+        return self.prefix_score(chunk.num_frames, logits[-2])
 
     def prefix_length(self, num_frames: int | None) -> int:
         """The prefix `num_frames` names (None: all sampled frames); ValueError if it was not sampled."""
@@ -213,7 +225,8 @@ class StreamingScorer:
         logits, positions = self.backend.forward(chunk.ids, chunk.start, self._cache, pixels, grid, logits_to_keep=2)
         return self.finish(chunk, logits, positions, self._cache)  # forward() grew the cache in place
 
-    def _prefix_score(self, n: int, logits: torch.Tensor) -> PrefixScore:
+    def prefix_score(self, n: int, logits: torch.Tensor) -> PrefixScore:
+        """Prefix `n`'s values from the logits at the position before its answer token."""
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         times = self.schedule.times
         return PrefixScore(
@@ -227,12 +240,10 @@ class StreamingScorer:
 
         Slow; it is the reference the cached path is checked against.
         """
-        n = self.num_frames if num_frames is None else num_frames
-        frames = list(self.schedule.frames[:n]) + ([self.schedule.frames[n - 1]] if n % 2 else [])
-        ids = []
-        for k in range(len(frames) // 2):
-            ids += self._pair_ids(k, min(2 * k + 1, n - 1))
-        ids += self._question
-        pixels, grid = self.backend.encode_pairs(frames)
+        n = self.prefix_length(num_frames)
+        ids, _ = self.complete_pairs(0, n // 2)
+        tail, tail_frames = self.question_row(n)
+        pixels, grid = self.backend.encode_pairs(list(self.schedule.frames[:n - n % 2]) + tail_frames)
+        ids += tail
         logits = self.backend.forward_uncached(ids, pixels, grid)
-        return check_finite(self._prefix_score(n, logits))
+        return check_finite(self.prefix_score(n, logits))
