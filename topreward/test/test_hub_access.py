@@ -63,3 +63,35 @@ def test_offline_means_offline(mirror, tmp_path, offline):
 def test_a_mirror_that_does_not_answer_is_unreachable(mirror, tmp_path):
     closed = mirror.rsplit(":", 1)[0] + ":1"  # nothing listens on port 1
     assert not available(tmp_path, HF_ENDPOINT=closed)
+
+
+class Proxy(NotFoundHub):
+    """A forward proxy in front of a hub: it records each request and answers as the hub's 404 would."""
+
+    seen: list[str] = []
+
+    def do_GET(self):  # noqa: N802
+        Proxy.seen.append(f"{self.command} {self.path}")
+        super().do_GET()
+
+    def do_CONNECT(self):  # noqa: N802 (an https request through the proxy starts with CONNECT host:443)
+        Proxy.seen.append(f"{self.command} {self.path}")
+        self.send_response(502)
+        self.end_headers()
+
+
+def test_the_proxy_variables_are_honoured(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        no_bypass = {"NO_PROXY": "", "no_proxy": ""}
+        # hub.invalid does not resolve: only a proxy can reach it.
+        assert not available(tmp_path, HF_ENDPOINT="http://hub.invalid", **no_bypass)
+        assert available(tmp_path, HF_ENDPOINT="http://hub.invalid", HTTP_PROXY=proxy, **no_bypass)
+        assert Proxy.seen and Proxy.seen[-1].startswith("GET http://hub.invalid/")
+        available(tmp_path, HF_ENDPOINT="https://hub.invalid", HTTPS_PROXY=proxy, **no_bypass)
+        assert Proxy.seen[-1] == "CONNECT hub.invalid:443"  # asked through the proxy, not a socket of its own
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,14 +6,13 @@ import threading
 import time
 
 import pytest
-import torch
 from conftest import random_frames
 
 from topreward.online.buffer import EpisodeBuffer
 from topreward.online.worker import EpisodeStream, InferenceWorker
 from topreward.scoring.batch import score_batch
 from topreward.scoring.scorer import NonFiniteScore, StreamingScorer
-from topreward.testing import BatchOutOfMemory
+from topreward.testing import BatchOutOfMemory, poisoned
 from topreward.types import PrefixScore, ScheduleConfig, SuccessConfig
 
 SMALL = ScheduleConfig(sample_fps=2.0, frame_size=(64, 64), max_frames=64)
@@ -38,23 +37,6 @@ def fed(backend, frames, instruction="stack the cups") -> StreamingScorer:
     for k, frame in enumerate(frames):
         scorer.append(frame, 0.5 * k)
     return scorer
-
-
-def poisoned(backend, answer_id: int):
-    """The model's " True" row of the output layer set to NaN, as a float16 overflow leaves it (restored after)."""
-    weight = backend.model.get_output_embeddings().weight
-    saved = weight[answer_id].clone()
-
-    class Poison:
-        def __enter__(self):
-            with torch.no_grad():
-                weight[answer_id] = float("nan")
-
-        def __exit__(self, *exc):
-            with torch.no_grad():
-                weight[answer_id] = saved
-
-    return Poison()
 
 
 def test_non_finite_logits_raise_and_leave_a_cache_that_scores_exactly(backend):

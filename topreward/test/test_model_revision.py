@@ -45,3 +45,27 @@ def test_the_commit_loaded_is_in_the_name_and_a_revision_must_exist(tmp_path, ti
     assert hub_id in loaded[3]["error"] and "\n" not in loaded[3]["error"]  # a revision that is not there
     assert loaded[4] == {"name": local, "device": "cpu"}  # a local directory has no revision
     assert loaded[5] == {"error": f"revision 'main' applies to hub ids, not to the local directory {local}"}
+
+
+def test_weights_load_straight_onto_the_device(tiny_model_path, monkeypatch):
+    """No stop in host memory on the way to a GPU: from_pretrained places the weights (device_map), no .to() after."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from topreward.model.backend import Qwen3VLBackend
+    from topreward.types import ModelConfig
+
+    asked, moved = [], []
+    real = AutoModelForImageTextToText.from_pretrained.__func__
+
+    def from_pretrained(cls, *args, **kwargs):
+        asked.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    real_to = torch.nn.Module.to
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", classmethod(from_pretrained))
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append((a, k)) or real_to(self, *a, **k))
+    backend = Qwen3VLBackend.load(ModelConfig(model=str(tiny_model_path), device="cpu", dtype="float32"))
+    assert [kwargs["device_map"] for kwargs in asked] == ["cpu"] and asked[0]["dtype"] == torch.float32
+    assert not any(a and isinstance(a[0], (str, torch.device)) for a, _ in moved)  # never moved after loading
+    assert backend.device == torch.device("cpu")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import random_frames
-from test_inference_failures import poisoned
 
 from topreward.model.backend import Qwen3VLBackend
 from topreward.scoring.curve import prefix_lengths, score_curve, score_curves
 from topreward.scoring.packed import score_prefixes
 from topreward.scoring.scorer import NonFiniteScore, StreamingScorer
+from topreward.testing import poisoned
 from topreward.types import ModelConfig, ScheduleConfig
 
 TOL = 1e-4

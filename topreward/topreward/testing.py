@@ -5,6 +5,8 @@ weights: its numbers mean nothing. Import the fixtures into a conftest.py to use
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +52,19 @@ class BatchOutOfMemory:
         if self.failing:
             raise RuntimeError("CUDA out of memory (injected by BatchOutOfMemory)")
         return self._real.forward_batch(*args, **kwargs)
+
+
+@contextmanager
+def poisoned(backend, token_id: int) -> Iterator[None]:
+    """The model's output row of `token_id` set to NaN, as a float16 overflow leaves it; restored afterwards."""
+    import torch
+
+    weight = backend.model.get_output_embeddings().weight
+    saved = weight[token_id].clone()
+    with torch.no_grad():
+        weight[token_id] = float("nan")
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            weight[token_id] = saved

@@ -729,6 +729,51 @@ def test_shutdown_frees_what_configure_made_and_asks_the_process_to_end_with_0(h
     assert (tmp_path / "episodes.jsonl").read_text().count("\n") == 1  # the live episode was recorded
 
 
+def test_lifecycle_shutdown_ends_the_node_process_with_status_0(ros_context, tiny_model_path, tmp_path):
+    import rclpy
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    process = subprocess.Popen([sys.executable, "-m", "topreward_ros.reward_node", "--ros-args", "-p",
+                                f"model:={tiny_model_path}", "-p", "device:=cpu", "-p", f"instruction:={TASK}"],
+                               env=_env(ros_context.get_domain_id(), tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    peer = rclpy.create_node("shutdown_peer", context=ros_context)
+    try:
+        reset = peer.create_client(Trigger, "/topreward/reset")
+        assert reset.wait_for_service(120.0), "node did not start"  # configured and active (autostart)
+        change = peer.create_client(ChangeState, "/topreward/change_state")
+        assert change.wait_for_service(30.0)
+        # As `ros2 lifecycle set /topreward shutdown` asks it (sending needs no spinning here).
+        change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN)))
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        peer.destroy_node()
+    assert process.returncode == 0, out
+    assert "terminate called" not in out and "Traceback" not in out and "[FATAL]" not in out, out
+
+
+def test_non_finite_values_are_never_published_and_count_toward_the_halt(harness):
+    from topreward.testing import poisoned
+
+    h = harness(max_consecutive_failures=2)
+    frames, times = random_frames(5, seed=970, size=(64, 64)), [300.0 + 0.5 * k for k in range(5)]
+    h.send(frames[0], times[0])
+    assert wait_until(lambda: len(h.progress) == 1)
+    stream = h.node._worker.streams[0]
+    scorer = h.node.channels[0].scorer
+    with poisoned(scorer.backend, scorer.prompt.answer_id):  # as a float16 overflow leaves the model
+        for k in (1, 2):
+            h.send(frames[k], times[k])
+            assert wait_until(lambda k=k: stream.failures().consecutive == k)
+        assert stream.failures().halted and stream.failures().by_reason["NonFiniteScore"] == 2
+        status = _level(h, ERROR, time.monotonic() - 1.0, "no longer scored")
+        assert diagnostic_values(status)["inference_failures NonFiniteScore"] == "2"
+    assert len(h.progress) == 1  # only the finite value went out
+
+
 def test_a_transition_that_raises_leaves_nothing_behind_and_the_next_configure_loads_one_model(harness,
                                                                                                  monkeypatch):
     h = harness()
