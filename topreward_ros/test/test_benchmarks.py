@@ -68,6 +68,18 @@ def test_bench_curve(tiny_model_path, tmp_path):
     assert all(w["episodes_per_min"] > 0 and "peak_mb" in w for w in ways.values())
 
 
+def test_bench_bf16(tiny_model_path, tmp_path):
+    result = run_script("bench_bf16.py", tmp_path / "b.json", "--model", str(tiny_model_path), "--quick")
+    rows = result["rows"]
+    assert [r["prefix"] for r in rows] == [1, 2, 3, 4, 5]  # 64 frames at 2 fps: 5 sampled, every one a prefix
+    for r in rows:
+        # bf16 against fp32 differs (rounding), and every figure is the difference of the two values it names.
+        assert r["full_vs_fp32"] == r["bf16_full"] - r["fp32_full"] != 0.0
+        assert r["packed_vs_bf16_full"] == r["bf16_packed"] - r["bf16_full"]
+        assert abs(r["streamed_vs_bf16_full"]) < 0.1 and abs(r["packed_vs_bf16_full"]) < 0.1
+    assert result["where"]["pairs"] == 2 and result["where"]["keys"].keys() == {"first_layer", "last_layer"}
+
+
 def test_bench_gpu_script_runs_on_cpu(tiny_model_path, tmp_path):
     result = run_script("bench_gpu.py", tmp_path / "g.json", "--device", "cpu", "--dtype", "float32",
                         "--models", str(tiny_model_path), "--lengths", "4", "--raw-frames", "8", "--eval-episodes", "2")
