@@ -51,7 +51,8 @@ class ProgressPainter:
     """Draws one picture: the frame, then a panel with the trace's values up to time `t` and its current ones."""
 
     def __init__(self, trace: Trace, frame_shape: tuple[int, int], threshold: float | None,
-                 success_at: float | None, duration: float, caption: str = "") -> None:
+                 success_at: float | None, duration: float, caption: str = "", bgr: bool = False) -> None:
+        self.bgr = bgr  # paint in BGR order (a ROS bgr8 image) rather than RGB: no conversion of the whole picture
         self.picture_size = picture_size(frame_shape)
         self.width = max(self.picture_size[1], MIN_WIDTH)
         self.height = VIDEO_HEIGHT + PANEL_HEIGHT
@@ -80,9 +81,12 @@ class ProgressPainter:
         out = np.zeros((VIDEO_HEIGHT + PANEL_HEIGHT, self.width, 3), np.uint8)
         h, w = self.picture_size
         y0, x0 = (VIDEO_HEIGHT - h) // 2, (self.width - w) // 2
-        out[y0:y0 + h, x0:x0 + w] = display_resize(frame, self.picture_size)
+        picture = display_resize(frame, self.picture_size)
+        out[y0:y0 + h, x0:x0 + w] = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR) if self.bgr else picture
         out[VIDEO_HEIGHT:] = 32
-        white, gray, green, amber = (255, 255, 255), (150, 150, 150), (80, 220, 80), (255, 190, 40)
+        order = (lambda rgb: rgb[::-1]) if self.bgr else (lambda rgb: rgb)
+        white, gray, green, amber, blue = (order(c) for c in ((255, 255, 255), (150, 150, 150), (80, 220, 80),
+                                                            (255, 190, 40), (90, 160, 255)))
         cv2.putText(out, self.trace.instruction[:90], (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3,
                     cv2.LINE_AA)
         cv2.putText(out, self.trace.instruction[:90], (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, white, 1, cv2.LINE_AA)
@@ -92,9 +96,9 @@ class ProgressPainter:
         seen = int(np.searchsorted(self.times, t + 1e-9))  # prefixes whose newest frame is not after t
         points = self._points(seen)
         if len(points) > 1:
-            cv2.polylines(out, [points], False, (90, 160, 255), 2, cv2.LINE_AA)
+            cv2.polylines(out, [points], False, blue, 2, cv2.LINE_AA)
         for x, y in points[-32:].tolist():  # a dot per scored prefix, the last 32 (more would blur into the line)
-            cv2.circle(out, (x, y), 3, (90, 160, 255), -1)
+            cv2.circle(out, (x, y), 3, blue, -1)
         now_x = self._xy(min(t, self.duration), self.low)[0]
         cv2.line(out, (now_x, _PLOT_TOP - 4), (now_x, VIDEO_HEIGHT + PANEL_HEIGHT - 5), gray, 1)
         lines = [f"t {t:5.1f} s", ""]

@@ -11,7 +11,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import Image
 
@@ -75,8 +74,8 @@ class DebugImagePublisher:
         start = time.perf_counter()
         trace = item.trace
         painter = ProgressPainter(trace, item.frame.shape[:2], item.threshold, item.success_at,
-                                  duration=trace.times[-1], caption=item.caption)
-        picture = cv2.cvtColor(painter.paint(item.frame, trace.times[-1]), cv2.COLOR_RGB2BGR)
+                                  duration=trace.times[-1], caption=item.caption, bgr=True)
+        picture = painter.paint(item.frame, trace.times[-1])
         msg = Image(height=picture.shape[0], width=picture.shape[1], encoding="bgr8", step=picture.shape[1] * 3)
         msg.header = item.header
         msg.data = picture.tobytes()
