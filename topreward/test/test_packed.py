@@ -120,8 +120,9 @@ def test_bad_requests_are_refused_before_any_pass(backend, tiny_model_path, monk
     other = Qwen3VLBackend.load(ModelConfig(model=str(tiny_model_path), device="cpu", dtype="float32"))
     with pytest.raises(ValueError, match="share one backend"):
         score_prefixes([(scorer, [1]), (fed(other, 2), [2])])
-    with pytest.raises(ValueError, match="max_tokens"):
-        score_prefixes([(scorer, [1])], max_tokens=-1)
+    for bound in (0, -1):
+        with pytest.raises(ValueError, match="max_tokens"):
+            score_prefixes([(scorer, [1])], max_tokens=bound)
     assert log.passes == [] and score_prefixes([]) == []
 
 

@@ -152,8 +152,8 @@ def score_prefixes(requests: Sequence[tuple[StreamingScorer, Sequence[int]]], ma
     The scorers share one backend and hold their sampled frames; their own KV caches are neither read nor
     changed (their work counters grow). A prefix asked for twice is scored once. `on_prefix(request, n)` hears
     each prefix as its pass ends. Raises ValueError for scorers on different backends, a prefix a scorer has not
-    sampled or a backend that cannot pack (flash attention: use score() per prefix), before any pass runs;
-    NonFiniteScore for a NaN or infinite value.
+    sampled, a `max_tokens` below 1 (None: the device's default) or a backend that cannot pack (flash attention or
+    eager: use score() per prefix), before any pass runs; NonFiniteScore for a NaN or infinite value.
     """
     requests = [(scorer, [scorer.prefix_length(n) for n in lengths]) for scorer, lengths in requests]
     if not requests:
@@ -162,8 +162,9 @@ def score_prefixes(requests: Sequence[tuple[StreamingScorer, Sequence[int]]], ma
     if any(scorer.backend is not backend for scorer, _ in requests):
         raise ValueError("packed scoring needs scorers that share one backend (one model)")
     if not backend.packs:
-        raise ValueError("packed scoring needs sdpa or eager attention (flash attention takes no 4-D mask)")
-    max_tokens = max_tokens or default_max_tokens(backend.device)
+        raise ValueError("packed scoring needs sdpa attention (with flash attention or eager, score one prefix "
+                         "per pass)")
+    max_tokens = default_max_tokens(backend.device) if max_tokens is None else max_tokens
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     parts = [_segments(k, scorer, lengths, max_tokens) if lengths else ([], [])
@@ -175,8 +176,8 @@ def score_prefixes(requests: Sequence[tuple[StreamingScorer, Sequence[int]]], ma
         for segments in _fill(items, max_tokens):
             logits = cache.run(segments)
             rows = [s for s in segments if not s.kept]
-            for s in {s.request for s in segments}:
-                requests[s][0].work.forward_passes += 1
+            for request in {s.request for s in segments}:
+                requests[request][0].work.forward_passes += 1
             for s in segments:
                 work = requests[s.request][0].work
                 work.tokens_prefilled += len(s.ids)
