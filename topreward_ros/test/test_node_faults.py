@@ -729,29 +729,39 @@ def test_shutdown_frees_what_configure_made_and_asks_the_process_to_end_with_0(h
     assert (tmp_path / "episodes.jsonl").read_text().count("\n") == 1  # the live episode was recorded
 
 
-def test_lifecycle_shutdown_ends_the_node_process_with_status_0(ros_context, tiny_model_path, tmp_path):
+def _node_exit(ros_context, tmp_path: Path, program: list[str], model, ask) -> tuple[int, str]:
+    """A node process's exit status and output, after `ask(peer, reset)` once it serves ~/reset (it is active)."""
     import rclpy
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
 
-    process = subprocess.Popen([sys.executable, "-m", "topreward_ros.reward_node", "--ros-args", "-p",
-                                f"model:={tiny_model_path}", "-p", "device:=cpu", "-p", f"instruction:={TASK}"],
-                               env=_env(ros_context.get_domain_id(), tmp_path), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    peer = rclpy.create_node("shutdown_peer", context=ros_context)
+    process = subprocess.Popen([*program, "--ros-args", "-p", f"model:={model}", "-p", "device:=cpu", "-p",
+                                f"instruction:={TASK}"], env=_env(ros_context.get_domain_id(), tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peer = rclpy.create_node("exit_peer", context=ros_context)
     try:
         reset = peer.create_client(Trigger, "/topreward/reset")
-        assert reset.wait_for_service(120.0), "node did not start"  # configured and active (autostart)
-        change = peer.create_client(ChangeState, "/topreward/change_state")
-        assert change.wait_for_service(30.0)
-        # As `ros2 lifecycle set /topreward shutdown` asks it (sending needs no spinning here).
-        change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN)))
+        assert reset.wait_for_service(120.0), "node did not start"
+        ask(peer, reset)
         out, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
         peer.destroy_node()
-    assert process.returncode == 0, out
+    return process.returncode, out
+
+
+def test_lifecycle_shutdown_ends_the_node_process_with_status_0(ros_context, tiny_model_path, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    def shutdown(peer, reset) -> None:
+        change = peer.create_client(ChangeState, "/topreward/change_state")
+        assert change.wait_for_service(30.0)
+        # As `ros2 lifecycle set /topreward shutdown` asks it (sending needs no spinning here).
+        change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN)))
+
+    code, out = _node_exit(ros_context, tmp_path, [sys.executable, "-m", "topreward_ros.reward_node"],
+                           tiny_model_path, shutdown)
+    assert code == 0, out
     assert "terminate called" not in out and "Traceback" not in out and "[FATAL]" not in out, out
 
 
@@ -810,25 +820,11 @@ sys.exit(reward_node.main(sys.argv[1:]))
 
 
 def test_a_dead_executor_ends_the_process_non_zero_with_one_line(ros_context, tiny_model_path, tmp_path):
-    import rclpy
-
     script = tmp_path / "dying_node.py"
     script.write_text(DYING_NODE)
-    process = subprocess.Popen([sys.executable, str(script), "--ros-args", "-p", f"model:={tiny_model_path}",
-                                "-p", "device:=cpu", "-p", f"instruction:={TASK}"],
-                               env=_env(ros_context.get_domain_id(), tmp_path), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    peer = rclpy.create_node("dying_peer", context=ros_context)
-    try:
-        reset = peer.create_client(Trigger, "/topreward/reset")
-        assert reset.wait_for_service(120.0), "node did not start"
-        reset.call_async(Trigger.Request())
-        out, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        peer.destroy_node()
-    assert process.returncode == 1, out
+    code, out = _node_exit(ros_context, tmp_path, [sys.executable, str(script)], tiny_model_path,
+                           lambda peer, reset: reset.call_async(Trigger.Request()))
+    assert code == 1, out
     fatal = [line for line in out.splitlines() if "[FATAL]" in line]
     assert len(fatal) == 1 and "the executor stopped: RuntimeError: a callback bug (injected)" in fatal[0], out
 
