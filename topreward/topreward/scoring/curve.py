@@ -1,4 +1,4 @@
-"""The offline curve of one episode: TOPReward values at K prefixes, normalized, with VOC and rewards."""
+"""Offline curves: TOPReward values of episodes at K prefixes each, normalized, with VOC and rewards."""
 from __future__ import annotations
 
 import math
