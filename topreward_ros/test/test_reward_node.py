@@ -15,7 +15,6 @@ from node_harness import (
     TASK,
     compressed_msg,
     diagnostic_values,
-    image_msg,
     offline_values,
     seconds_to_ns,
     stamp,
@@ -503,26 +502,61 @@ def test_camera_type_comes_from_the_graph_not_the_name(harness):
     assert wait_until(lambda: bool(h.progress))
 
 
-def test_a_wrong_guess_from_the_name_is_corrected_once_the_topic_is_published(harness, ros_context):
-    import rclpy
+# A camera that starts after the node: Image on a topic whose name says compressed. It publishes two frames
+# once the node has subscribed with the right type, then waits for its stdin to close.
+LATE_CAMERA = '''
+import sys
+import time
+
+import numpy as np
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+rclpy.init()
+node = rclpy.create_node("late_camera")
+pub = node.create_publisher(Image, sys.argv[1], QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+deadline = time.monotonic() + 120
+while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+    time.sleep(0.05)
+if pub.get_subscription_count() == 0:
+    sys.exit(3)
+print("subscribed", flush=True)
+rng = np.random.default_rng(85)
+for k in range(2):
+    msg = Image(height=64, width=64, encoding="rgb8", step=192)
+    msg.data = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8).tobytes()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 1, 500_000_000 * k
+    pub.publish(msg)
+sys.stdin.read()
+node.destroy_node()
+rclpy.try_shutdown()
+'''
+
+
+def test_a_wrong_guess_from_the_name_is_corrected_once_the_topic_is_published(harness, ros_context, tmp_path):
+    import os
+    import subprocess
+    import sys
 
     topic = "/late/image_compressed_view"  # the name says compressed; the camera publishes Image, later
     h = harness(camera_topics=[topic])
     assert h.node.channels[0].camera_types() == [CompressedImage]  # a guess: nobody publishes yet
-    # The camera in a process of its own (one DDS participant cannot hold both types on one topic).
-    context = rclpy.context.Context()
-    rclpy.init(context=context, domain_id=ros_context.get_domain_id())
-    camera = rclpy.create_node("late_camera", context=context)
+    # The camera in a process of its own, as cameras are (one DDS participant cannot hold both types on a topic).
+    script = tmp_path / "late_camera.py"
+    script.write_text(LATE_CAMERA)
+    env = {**os.environ, "ROS_DOMAIN_ID": str(ros_context.get_domain_id()), "ROS_HOME": str(tmp_path),
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    camera = subprocess.Popen([sys.executable, str(script), topic], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        pub = camera.create_publisher(Image, topic, RELIABLE)
-        assert wait_until(lambda: pub.get_subscription_count() > 0, 30.0)  # subscribed again, as an Image
+        assert camera.stdout.readline().strip() == "subscribed", camera.stdout.read()  # subscribed again, as Image
         assert h.node.channels[0].camera_types() == [Image]
-        for k, frame in enumerate(random_frames(2, seed=85)):
-            pub.publish(image_msg(frame, seconds_to_ns(1.0 + 0.5 * k)))
         assert wait_until(lambda: h.progress and h.progress[-1].num_frames == 2)
     finally:
-        camera.destroy_node()
-        context.try_shutdown()
+        camera.stdin.close()
+        camera.wait(30)
+    assert camera.returncode == 0
 
 
 def test_record_dir_is_an_eval_source_values_as_scored_outcomes_as_labels(harness, tmp_path, capsys):
@@ -541,9 +575,8 @@ def test_record_dir_is_an_eval_source_values_as_scored_outcomes_as_labels(harnes
         assert wait_until(lambda e=episode: h.progress and h.progress[-1].episode_id == e and
                           h.progress[-1].num_frames == 4)
         assert start_episode(h, "", outcome).success
-    h.send(random_frames(1, seed=99)[0], 100.0)  # the worker notices the new episode and records the last one
-    assert wait_until(lambda: (records_dir / "episodes.jsonl").exists() and len(records(records_dir)) == 5)
-    h.close()
+    h.close()  # records the last episode that was scored; the empty one the last start_episode began is not
+    assert len(records(records_dir)) == 5
     out = tmp_path / "eval"
     # The default model is never loaded: nothing is scored again (the hub is offline in tests).
     assert main(["eval", str(records_dir), "--out", str(out), "-q"]) == 0, capsys.readouterr().err
