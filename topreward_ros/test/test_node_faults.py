@@ -715,6 +715,17 @@ def test_replay_video_ends_on_sigterm(ros_context, tmp_path):
 
 
 # ---------------------------------------------------------------- lifecycle: shutdown, errors, dead threads
+def test_a_transition_the_state_has_not_is_refused_and_the_node_goes_on(harness):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    h = harness()
+    for transition in (Transition(id=Transition.TRANSITION_CONFIGURE), Transition(label="activate")):
+        response = h.call("/topreward/change_state", ChangeState.Request(transition=transition), ChangeState)
+        assert not response.success  # rclpy itself raised here, which ended the executor's thread
+    assert h.node.lifecycle_state == "active" and h.call("/topreward/reset").success
+
+
 def test_shutdown_frees_what_configure_made_and_asks_the_process_to_end_with_0(harness, tmp_path):
     h = harness(record_dir=str(tmp_path))
     for k, frame in enumerate(random_frames(2, seed=960, size=(64, 64))):
@@ -754,6 +765,22 @@ def test_lifecycle_shutdown_ends_the_node_process_with_status_0(ros_context, tin
     from lifecycle_msgs.srv import ChangeState
 
     def shutdown(peer, reset) -> None:
+        from lifecycle_msgs.srv import GetState
+        from rclpy.executors import SingleThreadedExecutor
+
+        get = peer.create_client(GetState, "/topreward/get_state")
+        assert get.wait_for_service(30.0)
+        executor = SingleThreadedExecutor(context=peer.context)
+        executor.add_node(peer)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # ~/reset is served from configure on: wait for the active state
+            future = get.call_async(GetState.Request())
+            executor.spin_until_future_complete(future, timeout_sec=10.0)
+            if future.done() and future.result().current_state.label == "active":
+                break
+            time.sleep(0.1)
+        executor.remove_node(peer)
+        executor.shutdown()
         change = peer.create_client(ChangeState, "/topreward/change_state")
         assert change.wait_for_service(30.0)
         # As `ros2 lifecycle set /topreward shutdown` asks it (sending needs no spinning here).

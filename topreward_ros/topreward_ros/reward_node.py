@@ -18,6 +18,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle.node import LifecycleNodeMixin
 
 from topreward.model.backend import ModelLoadError, Qwen3VLBackend
 from topreward.model.tiny import TINY_MODEL_NAME, TINY_WARNING
@@ -201,6 +202,23 @@ class RewardNode(LifecycleNode):
             self.get_logger().warning(f"the inference in flight outlasted {self.worker_stop_timeout:g} s")
         self.exit_code = 0
         return TransitionCallbackReturn.SUCCESS
+
+    def _LifecycleNodeMixin__on_change_state(self, request, response):  # rclpy's ~/change_state service callback
+        """A transition the current state does not have is answered with success false.
+
+        rclpy raises there instead (`ros2 lifecycle set /topreward shutdown` while the model loads, `configure`
+        when active), which would end the executor's thread and with it the node.
+        """
+        state = self.lifecycle_state
+        try:
+            return LifecycleNodeMixin._LifecycleNodeMixin__on_change_state(self, request, response)
+        except Exception as exc:  # rclpy's RCLError for an unregistered transition, a KeyError for some others
+            if self.lifecycle_state != state:  # something did change: not a refused request, let it end the node
+                raise
+            self.get_logger().warning(f"lifecycle transition {request.transition.id} {request.transition.label!r} "
+                                      f"refused in state {state}: {type(exc).__name__}: {str(exc).split(',')[0]}")
+            response.success = False
+            return response
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A transition raised: free what configure made, so that the next configure starts from nothing."""
