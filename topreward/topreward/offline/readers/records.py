@@ -62,15 +62,20 @@ def record_curve(record: dict, source: str, tau: float, delta_max: float) -> Cur
     )
 
 
+def _records_file_or_error(path: Path) -> Path:
+    found = records_file(path)
+    if found is None:
+        raise SourceError(f"{path} holds no node records ({RECORDS_FILE} with episode records, as record_dir writes)")
+    return found
+
+
 def read_records(path: Path, tau: float = 2.0, delta_max: float = 2.0) -> list[Curve | Skipped]:
     """Every record in file order; a line that is no usable record comes out Skipped with the line and the cause.
 
     Records of several models cannot share one threshold: the latest model's (the last record's) are kept
     and the others are skipped, each naming its model.
     """
-    found = records_file(path)
-    if found is None:
-        raise SourceError(f"{path} holds no node records ({RECORDS_FILE} with episode records, as record_dir writes)")
+    found = _records_file_or_error(path)
     items: list[Curve | Skipped] = []
     for number, record, why in iter_records(found):
         source = f"{found}:{number}"
@@ -92,9 +97,7 @@ def read_records(path: Path, tau: float = 2.0, delta_max: float = 2.0) -> list[C
 
 def record_episodes(path: Path) -> list[Episode | Skipped]:
     """The recorded episodes as frames to score again: each record's video (record_video), task and outcome."""
-    found = records_file(path)
-    if found is None:
-        raise SourceError(f"{path} holds no node records ({RECORDS_FILE} with episode records, as record_dir writes)")
+    found = _records_file_or_error(path)
     items: list[Episode | Skipped] = []
     for number, record, why in iter_records(found):
         source = f"{found}:{number}"
