@@ -110,7 +110,8 @@ class Harness:
         self.executor.add_node(self.peer)
         self.spinner = BackgroundSpin(self.executor, "harness-executor")
         if defaults.get("autostart", True):
-            assert wait_until(lambda: self.node.lifecycle_state == "active"), "node did not activate"
+            # Activation loads the model: on a loaded 2-core machine that took past 20 s (seen beside two CPU hogs).
+            assert wait_until(lambda: self.node.lifecycle_state == "active", timeout=120), "node did not activate"
 
     def publisher(self, topic, msg_type=Image):
         if topic not in self.publishers:
