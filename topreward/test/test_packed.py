@@ -131,3 +131,22 @@ def test_a_non_finite_value_is_refused(backend):
     with poisoned(backend, scorer.prompt.answer_id), pytest.raises(NonFiniteScore):
         score_prefixes([(scorer, [2, 4])])
     assert_exact(scorer, [2, 4], score_prefixes([(scorer, [2, 4])])[0])  # nothing was left behind
+
+
+def test_the_last_layer_finishes_only_the_rows_whose_logits_are_read(backend):
+    scorer = fed(backend, 9, seed=21)
+    layers = backend.model.model.language_model.layers
+    rows: dict[str, list[int]] = {"first": [], "last": []}
+    hooks = [layers[0].mlp.register_forward_hook(lambda m, args, out: rows["first"].append(args[0].shape[1])),
+             layers[-1].layer.mlp.register_forward_hook(lambda m, args, out: rows["last"].append(args[0].shape[1]))]
+    try:
+        scores = score_prefixes([(scorer, [3, 6, 9])], max_tokens=100_000)[0]
+        assert rows["last"] == [3]  # one row per question
+        assert rows["first"] == [scorer.work.tokens_prefilled]  # every token of the pass in the other layers
+        rows["first"].clear(), rows["last"].clear()
+        scorer.score(4)  # a streaming pass runs the whole last layer, as transformers does
+        assert rows["last"] == rows["first"] and rows["last"][0] > 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert_exact(scorer, [3, 6, 9], scores)

@@ -17,6 +17,7 @@ import torch
 from topreward.model.batch_layout import BatchRow, BatchRowOutput, row_cache, stacked_cache
 from topreward.model.checkpoint import QWEN3_VL_TYPES, check_local_checkpoint
 from topreward.model.errors import ModelLoadError
+from topreward.model.output_rows import install as install_output_rows
 from topreward.model.packed_attention import SegmentKeys
 from topreward.model.packed_attention import install as install_packed_attention
 from topreward.model.patch_embed import LinearPatchEmbed
@@ -46,6 +47,7 @@ class Qwen3VLBackend:
             raise ModelLoadError(f"expected temporal_patch_size 2, got {vp.temporal_patch_size}")
         self.video_token_id = int(model.config.video_token_id)
         self.packs = install_packed_attention(model)  # whether forward_packed can run (sdpa, not flash or eager)
+        install_output_rows(model)  # forward_packed finishes the last layer on its logits rows only
 
     @classmethod
     def load(cls, config: ModelConfig) -> Qwen3VLBackend:
@@ -221,17 +223,18 @@ class Qwen3VLBackend:
 
         Each segment's queries attend only to the keys its SegmentKeys name (packed_attention.py). `positions`
         (3, L) are given, not computed: each segment carries its own. Returns the float32 logits at the offsets
-        `logits_at` (the LM head runs on those positions only).
+        `logits_at` (the last layer's feed-forward block and the LM head run on those positions only).
         """
         if not self.packs:
             raise ValueError("packed passes need sdpa attention (flash attention and eager score one prefix at a time)")
         input_ids = torch.tensor([ids], device=self.device)
         layout = [replace(s, mask=None if s.mask is None else s.mask.to(self.device)) for s in layout]
+        rows = torch.tensor(logits_at, dtype=torch.long, device=self.device)
         out = self.model(
             input_ids=input_ids, position_ids=positions[:, None].to(self.device), past_key_values=cache,
             use_cache=True, pixel_values_videos=pixels, video_grid_thw=grid,
             mm_token_type_ids=self._modality_types(input_ids),
-            logits_to_keep=torch.tensor(logits_at, dtype=torch.long, device=self.device), packed_layout=layout,
+            logits_to_keep=rows, output_rows=rows, packed_layout=layout,
         )
         return out.logits[0].float()
 
