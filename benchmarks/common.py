@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from topreward.cli.allocator import keep_freed_memory
 from topreward.model.backend import Qwen3VLBackend
 from topreward.model.tiny import TINY_MODEL_NAME, random_model, random_processor
 from topreward.scoring.scorer import StreamingScorer
@@ -67,6 +68,8 @@ def add_common_args(parser: argparse.ArgumentParser, default_model: str = "mid")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference figures used 2)")
     parser.add_argument("--quick", action="store_true", help="a reduced run (under a minute on a CPU), same keys")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (the topreward commands keep freed memory for reuse)")
 
 
 def load_backend(name: str, device: str = "cpu", dtype: str = "float32") -> Qwen3VLBackend:
@@ -288,11 +291,13 @@ def describe(backend: Qwen3VLBackend) -> str:
 def setup(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    args.kept_freed_memory = not args.default_allocator and keep_freed_memory()  # as the topreward commands do
 
 
 def finish(args: argparse.Namespace, result: dict) -> None:
     """Record the machine (its load at the end too) and write the JSON."""
     result["machine"] = machine()
+    result["machine"]["malloc_keeps_freed_memory"] = getattr(args, "kept_freed_memory", False)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -48,12 +48,15 @@ def test_bench_curve(tiny_model_path, tmp_path):
     result = run_script("bench_curve.py", tmp_path / "c.json", "--model", str(tiny_model_path),
                         "--raw-frames", "12", "--sample-fps", "2", "30", "--repeat", "2", "--eval-episodes", "3")
     rows = result["rows"]
+    assert result["machine"]["malloc_keeps_freed_memory"] is sys.platform.startswith("linux")  # as the commands
     assert [(r["raw_frames"], r["sample_fps"], r["sampled_frames"]) for r in rows] == [(12, 2.0, 1), (12, 30.0, 12)]
     assert rows[1]["cached_tokens"] < rows[1]["uncached_tokens"]
     for row in rows:
-        assert {"cached_s", "packed_s", "uncached_s", "packed_speedup", "cached_llm_s", "packed_llm_s",
+        assert {"cached_s", "packed_s", "cached_cold_s", "packed_cold_s", "uncached_s", "packed_speedup",
+                "cached_llm_s", "packed_llm_s",
                 "cached_peak_mb", "packed_peak_mb", "distinct_prefixes", "limit_tokens"} <= row.keys()
         assert len(row["cached_runs_s"]) == len(row["packed_runs_s"]) == 2
+        assert row["cached_cold_s"] == row["cached_runs_s"][0] and row["packed_cold_s"] == row["packed_runs_s"][0]
         assert row["max_abs_diff"] < TOL and row["packed_vs_cached_max_abs_diff"] < TOL
         assert row["cached_tokens"] == row["limit_tokens"] <= row["uncached_tokens"]
         assert row["cached_passes"] == row["prefixes"] == 12  # linspace(1, 12, 12): one pass each

@@ -13,6 +13,7 @@ import sys
 from topreward.cli import eval as eval_command
 from topreward.cli import label as label_command
 from topreward.cli import score as score_command
+from topreward.cli.allocator import keep_freed_memory
 from topreward.cli.common import UsageError
 from topreward.frames.video import VideoReadError
 from topreward.model.errors import ModelLoadError
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="topreward: %(levelname)s: %(message)s", level=logging.WARNING)
     if not sys.stderr.isatty():  # the model loader's progress bars are noise in logs and CI
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    keep_freed_memory()
     try:
         return args.run(args)
     except (UsageError, VideoReadError, ModelLoadError, SourceError, OutputError) as exc:
