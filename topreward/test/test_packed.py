@@ -143,7 +143,8 @@ def test_the_last_layer_finishes_only_the_rows_whose_logits_are_read(backend):
         scores = score_prefixes([(scorer, [3, 6, 9])], max_tokens=100_000)[0]
         assert rows["last"] == [3]  # one row per question
         assert rows["first"] == [scorer.work.tokens_prefilled]  # every token of the pass in the other layers
-        rows["first"].clear(), rows["last"].clear()
+        rows["first"].clear()
+        rows["last"].clear()
         scorer.score(4)  # a streaming pass runs the whole last layer, as transformers does
         assert rows["last"] == rows["first"] and rows["last"][0] > 1
     finally:

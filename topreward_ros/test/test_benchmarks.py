@@ -53,8 +53,8 @@ def test_bench_curve(tiny_model_path, tmp_path):
     assert rows[1]["cached_tokens"] < rows[1]["uncached_tokens"]
     for row in rows:
         assert {"cached_s", "packed_s", "cached_cold_s", "packed_cold_s", "uncached_s", "packed_speedup",
-                "cached_llm_s", "packed_llm_s",
-                "cached_peak_mb", "packed_peak_mb", "distinct_prefixes", "limit_tokens"} <= row.keys()
+                "cached_llm_s", "packed_llm_s", "cached_peak_mb", "packed_peak_mb", "distinct_prefixes",
+                "limit_tokens"} <= row.keys()
         assert len(row["cached_runs_s"]) == len(row["packed_runs_s"]) == 2
         assert row["cached_cold_s"] == row["cached_runs_s"][0] and row["packed_cold_s"] == row["packed_runs_s"][0]
         assert row["max_abs_diff"] < TOL and row["packed_vs_cached_max_abs_diff"] < TOL

@@ -4,8 +4,8 @@ A packed pass of a few thousand tokens allocates intermediates of tens of MB in 
 serves allocations that large with fresh mmap'd pages and unmaps them on free (and trims freed memory off the
 heap's top), so every layer of every pass pays a page fault for each 4 KB it writes: on the benchmarks'
 mid-sized model on a CPU, 130,000-280,000 faults and 0.3-1.0 s of a 3-4 s curve. With mmap off and the trim
-threshold at 1 GiB, freed memory stays in the heap and the next layer, pass or batch reuses it (no faults
-from the second pass on). The resident memory then stays near its peak until the process ends, which suits a
+threshold at 1 GiB, freed memory stays in the heap and the next layer, pass or batch reuses it (measured:
+no faults from the third pass on). The resident memory then stays near its peak until the process ends, which suits a
 command that runs one job and exits. The commands own their process; the node and in-process learners leave
 the allocator as their host process set it.
 """
